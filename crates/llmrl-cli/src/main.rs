@@ -1,0 +1,3 @@
+//! The `llmrl` command (in progress: see the project's issues).
+
+fn main() {}

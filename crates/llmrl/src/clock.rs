@@ -1,0 +1,122 @@
+//! Time: every `now` and every sleep of a limiter goes through a [`Clock`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A point in time: milliseconds since the UNIX epoch (UTC).
+///
+/// Windows are aligned to the epoch minute and the UTC day, so a plain integer is all the
+/// window arithmetic needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The timestamp `ms` milliseconds after the UNIX epoch.
+    #[must_use]
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(ms)
+    }
+
+    /// Milliseconds since the UNIX epoch.
+    #[must_use]
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// `self + d`, saturating at the end of representable time instead of overflowing.
+    #[must_use]
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    #[must_use]
+    pub fn saturating_duration_since(self, earlier: Self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// The source of `now` and of sleeps for a limiter.
+///
+/// - [`Clock::system`] reads wall time (production).
+/// - [`Clock::virtual_at`] follows tokio's clock from a chosen epoch time, so with
+///   `#[tokio::test(start_paused = true)]` a simulated day of traffic runs in milliseconds and
+///   repeats exactly.
+///
+/// ```
+/// use llmrl::{Clock, Timestamp};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let clock = Clock::virtual_at(Timestamp::from_millis(0));
+/// clock.sleep_until(Timestamp::from_millis(90_000)).await; // instant under paused time
+/// assert_eq!(clock.now(), Timestamp::from_millis(90_000));
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Clock {
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    System,
+    Virtual {
+        epoch: Timestamp,
+        origin: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// Wall time: `now` is the system's UTC time, sleeps use tokio's timer.
+    #[must_use]
+    pub fn system() -> Self {
+        Self { kind: Kind::System }
+    }
+
+    /// A clock that reads `epoch` now and then advances with tokio's clock.
+    ///
+    /// Under tokio's paused time (`start_paused = true` or `tokio::time::pause()`) it only moves
+    /// when the runtime advances it, which makes time-dependent behaviour deterministic.
+    #[must_use]
+    pub fn virtual_at(epoch: Timestamp) -> Self {
+        Self {
+            kind: Kind::Virtual {
+                epoch,
+                origin: tokio::time::Instant::now(),
+            },
+        }
+    }
+
+    /// The current time.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        match &self.kind {
+            Kind::System => {
+                let since = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO);
+                Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+            }
+            Kind::Virtual { epoch, origin } => epoch.saturating_add(origin.elapsed()),
+        }
+    }
+
+    /// The tokio instant at which this clock reads `t` (capped far in the future, so a huge `t`
+    /// never overflows into an instant timeout).
+    #[must_use]
+    pub fn instant_at(&self, t: Timestamp) -> tokio::time::Instant {
+        // About thirty years: far enough to mean "never" for a limiter, small enough for tokio.
+        const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+        let (base, now) = match &self.kind {
+            Kind::System => (tokio::time::Instant::now(), self.now()),
+            Kind::Virtual { epoch, origin } => (*origin, *epoch),
+        };
+        let ahead = t.saturating_duration_since(now).min(FAR);
+        base.checked_add(ahead).unwrap_or(base + FAR / 2)
+    }
+
+    /// Sleeps until the clock reads `t` (returns at once if it already does).
+    pub fn sleep_until(&self, t: Timestamp) -> tokio::time::Sleep {
+        tokio::time::sleep_until(self.instant_at(t))
+    }
+}

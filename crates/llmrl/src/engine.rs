@@ -1,0 +1,588 @@
+//! The engine: one instance's counters, budgets and wait queues, on dense indices.
+//!
+//! Synchronous and clock-free: every operation takes `now` from its caller, and nothing here
+//! sleeps, spawns or calls user code. [`crate::core`] wraps it in a mutex and drives it.
+//!
+//! Waiting is *grant-on-wake*: when capacity returns, the engine reserves it for the waiters at
+//! the head of each (model, job type) queue, in FIFO order, and hands their wakers back to the
+//! caller. A waiter never races new arrivals for capacity it was woken for.
+
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use slab::Slab;
+
+use crate::clock::Timestamp;
+use crate::config::Spec;
+use crate::slots::{self, UNBOUNDED};
+use crate::usage::Usage;
+use crate::window::{Window, WindowLimit};
+
+/// Index of the concurrency resource, after the four window limits.
+pub(crate) const CONCURRENCY: usize = 4;
+/// Window limits plus concurrency.
+pub(crate) const RESOURCES: usize = 5;
+
+/// Capacity taken for one job on one model; turned back by [`Engine::settle`] or
+/// [`Engine::unreserve`]. Plain data: the RAII guard lives in the job task.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub(crate) model: usize,
+    pub(crate) job_type: usize,
+    minute: u64,
+    day: u64,
+}
+
+/// What happened to a new arrival.
+pub(crate) enum Arrival {
+    Admitted(Reservation),
+    /// No capacity now, or earlier waiters of the same (model, job type) go first.
+    Wait,
+    Closed,
+}
+
+/// What a waiter got.
+pub(crate) enum Grant {
+    Admitted(Reservation),
+    Closed,
+}
+
+/// One settled window limit whose actual usage differed from the estimate (SPEC §4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Adjustment {
+    pub(crate) limit: WindowLimit,
+    pub(crate) estimated: u64,
+    pub(crate) actual: u64,
+    /// What the counter moved by: `actual − estimated` in the same window, the overage alone
+    /// when the window of the reservation is over.
+    pub(crate) charged: i64,
+    pub(crate) cross_window: bool,
+}
+
+struct Resource {
+    limit: Option<u64>,
+    /// Units used in the current window (in flight, for concurrency).
+    used: u64,
+    /// The same per job type.
+    by_type: Vec<u64>,
+    /// Each type's entitlement in nano-units, from its ratio and the instance's share.
+    entitlement: Vec<u128>,
+}
+
+struct ModelState {
+    resources: [Resource; RESOURCES],
+    min_capacity: Option<u64>,
+    max_capacity: Option<u64>,
+}
+
+enum WaitState {
+    Waiting(Option<Waker>),
+    Granted(Reservation),
+    Cancelled,
+    Closed,
+}
+
+struct Waiter {
+    queue: usize,
+    state: WaitState,
+}
+
+pub(crate) struct Engine {
+    /// Estimates per job type, indexed like the resources (concurrency: 1).
+    estimates: Vec<[u64; RESOURCES]>,
+    ratios: Vec<u64>,
+    models: Vec<ModelState>,
+    job_types: usize,
+    minute: u64,
+    day: u64,
+    waiters: Slab<Waiter>,
+    /// FIFO of waiter keys per (model, job type): index `model * job_types + job_type`.
+    queues: Vec<VecDeque<usize>>,
+    /// Live (not cancelled) waiters per queue.
+    live: Vec<usize>,
+    waiting: usize,
+    closed: bool,
+    // Scratch buffers for slot computation, so the hot path does not allocate.
+    parts: Vec<u128>,
+    column: Vec<u64>,
+    per_resource: Vec<u64>,
+    out: Vec<u64>,
+}
+
+fn estimates_of(spec: &Spec) -> Vec<[u64; RESOURCES]> {
+    spec.job_types
+        .iter()
+        .map(|t| {
+            let mut e = [1; RESOURCES];
+            for limit in WindowLimit::ALL {
+                e[limit.index()] = t.estimate(limit);
+            }
+            e
+        })
+        .collect()
+}
+
+impl Engine {
+    pub(crate) fn new(spec: &Spec, now: Timestamp) -> Self {
+        let job_types = spec.job_types.len();
+        let models = spec
+            .models
+            .iter()
+            .map(|m| {
+                let limit = |r: usize| {
+                    if r == CONCURRENCY {
+                        m.concurrency
+                    } else {
+                        m.limits[r]
+                    }
+                };
+                ModelState {
+                    resources: std::array::from_fn(|r| Resource {
+                        limit: limit(r),
+                        used: 0,
+                        by_type: vec![0; job_types],
+                        entitlement: vec![0; job_types],
+                    }),
+                    min_capacity: m.min_capacity,
+                    max_capacity: m.max_capacity,
+                }
+            })
+            .collect();
+        let queues = spec.models.len() * job_types;
+        let mut engine = Self {
+            estimates: estimates_of(spec),
+            ratios: spec.job_types.iter().map(|t| t.ratio).collect(),
+            models,
+            job_types,
+            minute: Window::Minute.index_at(now),
+            day: Window::Day.index_at(now),
+            waiters: Slab::new(),
+            queues: (0..queues).map(|_| VecDeque::new()).collect(),
+            live: vec![0; queues],
+            waiting: 0,
+            closed: false,
+            parts: vec![0; job_types],
+            column: vec![0; job_types],
+            per_resource: vec![0; job_types],
+            out: vec![0; job_types],
+        };
+        engine.recompute_entitlements();
+        engine
+    }
+
+    /// Entitlements follow ratios and shares; recompute after either changes.
+    fn recompute_entitlements(&mut self) {
+        for model in &mut self.models {
+            for (r, resource) in model.resources.iter_mut().enumerate() {
+                let Some(share) = resource.limit else {
+                    continue;
+                };
+                for (t, ent) in resource.entitlement.iter_mut().enumerate() {
+                    *ent = slots::entitlement(
+                        self.ratios[t],
+                        share,
+                        self.estimates[t][r],
+                        model.min_capacity,
+                        model.max_capacity,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Rolls the minute and day windows forward to `now`; true when a window ended.
+    pub(crate) fn refresh(&mut self, now: Timestamp) -> bool {
+        let minute = Window::Minute.index_at(now);
+        let day = Window::Day.index_at(now);
+        let mut rolled = false;
+        for (window, current, new) in [
+            (Window::Minute, &mut self.minute, minute),
+            (Window::Day, &mut self.day, day),
+        ] {
+            // A clock that steps back never reopens a window.
+            if new <= *current {
+                continue;
+            }
+            *current = new;
+            rolled = true;
+            for model in &mut self.models {
+                for limit in WindowLimit::ALL
+                    .into_iter()
+                    .filter(|l| l.window() == window)
+                {
+                    let resource = &mut model.resources[limit.index()];
+                    resource.used = 0;
+                    resource.by_type.fill(0);
+                }
+            }
+        }
+        rolled
+    }
+
+    /// Slots of every job type on `model`, into `self.out` (SPEC §6.1: the minimum over the
+    /// model's limits of whole jobs each type's part allows).
+    fn compute_slots(&mut self, model: usize) {
+        self.out.fill(UNBOUNDED);
+        let state = &self.models[model];
+        for (r, resource) in state.resources.iter().enumerate() {
+            let Some(limit) = resource.limit else {
+                continue;
+            };
+            for t in 0..self.job_types {
+                self.parts[t] = slots::part(resource.entitlement[t], resource.by_type[t]);
+                self.column[t] = self.estimates[t][r];
+            }
+            let available = i128::from(limit) - i128::from(resource.used);
+            slots::slots(available, &self.parts, &self.column, &mut self.per_resource);
+            for (best, &n) in self.out.iter_mut().zip(&self.per_resource) {
+                *best = (*best).min(n);
+            }
+        }
+    }
+
+    /// Slots of `job_type` on `model` now.
+    pub(crate) fn slots(&mut self, model: usize, job_type: usize) -> u64 {
+        self.compute_slots(model);
+        self.out[job_type]
+    }
+
+    fn fits(&mut self, model: usize, job_type: usize) -> bool {
+        !self.closed && self.slots(model, job_type) >= 1
+    }
+
+    fn reserve(&mut self, model: usize, job_type: usize) -> Reservation {
+        let estimates = self.estimates[job_type];
+        for (r, resource) in self.models[model].resources.iter_mut().enumerate() {
+            resource.used = resource.used.saturating_add(estimates[r]);
+            resource.by_type[job_type] = resource.by_type[job_type].saturating_add(estimates[r]);
+        }
+        Reservation {
+            model,
+            job_type,
+            minute: self.minute,
+            day: self.day,
+        }
+    }
+
+    /// A new job asks for `model`: admitted at once only if nobody of its (model, job type) is
+    /// already waiting and it fits.
+    pub(crate) fn arrive(&mut self, model: usize, job_type: usize) -> Arrival {
+        if self.closed {
+            return Arrival::Closed;
+        }
+        if self.live[self.queue_of(model, job_type)] == 0 && self.fits(model, job_type) {
+            Arrival::Admitted(self.reserve(model, job_type))
+        } else {
+            Arrival::Wait
+        }
+    }
+
+    const fn queue_of(&self, model: usize, job_type: usize) -> usize {
+        model * self.job_types + job_type
+    }
+
+    /// Puts a waiter at the back of its queue; returns its key.
+    pub(crate) fn enqueue(&mut self, model: usize, job_type: usize) -> usize {
+        let queue = self.queue_of(model, job_type);
+        let key = self.waiters.insert(Waiter {
+            queue,
+            state: WaitState::Waiting(None),
+        });
+        self.queues[queue].push_back(key);
+        self.live[queue] += 1;
+        self.waiting += 1;
+        key
+    }
+
+    /// The waiter's grant if it has one (removing the waiter), else registers `waker`.
+    pub(crate) fn poll_grant(&mut self, key: usize, waker: &Waker) -> Option<Grant> {
+        let waiter = self.waiters.get_mut(key)?;
+        if let WaitState::Waiting(slot) = &mut waiter.state {
+            match slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+            return None;
+        }
+        self.take_grant(key)
+    }
+
+    fn take_grant(&mut self, key: usize) -> Option<Grant> {
+        match self.waiters.try_remove(key)?.state {
+            WaitState::Granted(reservation) => Some(Grant::Admitted(reservation)),
+            WaitState::Closed => Some(Grant::Closed),
+            WaitState::Waiting(_) | WaitState::Cancelled => None,
+        }
+    }
+
+    /// The waiter stops waiting (timeout or drop). Returns what it was granted meanwhile, which
+    /// the caller must use or give back.
+    pub(crate) fn leave(&mut self, key: usize) -> Option<Grant> {
+        let waiter = self.waiters.get_mut(key)?;
+        if !matches!(waiter.state, WaitState::Waiting(_)) {
+            return self.take_grant(key);
+        }
+        waiter.state = WaitState::Cancelled;
+        let queue = waiter.queue;
+        self.live[queue] -= 1;
+        self.waiting -= 1;
+        if self.live[queue] == 0 {
+            // Only tombstones left: drop them now so cancelled waiters never pile up.
+            for key in self.queues[queue].drain(..) {
+                self.waiters.remove(key);
+            }
+        }
+        None
+    }
+
+    /// Grants capacity to waiters on `model` (or on every model), FIFO per queue, pushing the
+    /// wakers of those granted.
+    pub(crate) fn grant(&mut self, model: Option<usize>, wake: &mut Vec<Waker>) {
+        if self.waiting == 0 || self.closed {
+            return;
+        }
+        let models = model.map_or(0..self.models.len(), |m| m..m + 1);
+        for m in models {
+            for t in 0..self.job_types {
+                let queue = self.queue_of(m, t);
+                while self.live[queue] > 0 {
+                    let Some(&key) = self.queues[queue].front() else {
+                        break;
+                    };
+                    if matches!(self.waiters[key].state, WaitState::Cancelled) {
+                        self.queues[queue].pop_front();
+                        self.waiters.remove(key);
+                        continue;
+                    }
+                    if !self.fits(m, t) {
+                        break;
+                    }
+                    let reservation = self.reserve(m, t);
+                    self.queues[queue].pop_front();
+                    self.live[queue] -= 1;
+                    self.waiting -= 1;
+                    let state = std::mem::replace(
+                        &mut self.waiters[key].state,
+                        WaitState::Granted(reservation),
+                    );
+                    if let WaitState::Waiting(Some(waker)) = state {
+                        wake.push(waker);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces a reservation by actual usage (SPEC §4.2), or keeps the estimates when the usage
+    /// is unknown (§4.3); frees the concurrency unit either way. Reports each window limit whose
+    /// counter moved in `adjustments` (indexed like [`WindowLimit::ALL`]).
+    pub(crate) fn settle(
+        &mut self,
+        reservation: Reservation,
+        actual: Option<&Usage>,
+        now: Timestamp,
+        adjustments: &mut [Option<Adjustment>; 4],
+    ) {
+        self.refresh(now);
+        let Reservation {
+            model,
+            job_type,
+            minute,
+            day,
+        } = reservation;
+        let estimates = self.estimates[job_type];
+        let (current_minute, current_day) = (self.minute, self.day);
+        let resources = &mut self.models[model].resources;
+        if let Some(usage) = actual {
+            for limit in WindowLimit::ALL {
+                let r = limit.index();
+                let estimated = estimates[r];
+                let actual = if limit.counts_tokens() {
+                    usage.total_tokens()
+                } else {
+                    usage.requests
+                };
+                let same_window = match limit.window() {
+                    Window::Minute => minute == current_minute,
+                    Window::Day => day == current_day,
+                };
+                let resource = &mut resources[r];
+                let charged = if same_window {
+                    // used ≥ estimated here: the reservation is still in this window's counter.
+                    resource.used = (resource.used + actual).saturating_sub(estimated);
+                    let own = &mut resource.by_type[job_type];
+                    *own = (*own + actual).saturating_sub(estimated);
+                    i128::from(actual) - i128::from(estimated)
+                } else {
+                    let overage = actual.saturating_sub(estimated);
+                    resource.used = resource.used.saturating_add(overage);
+                    let own = &mut resource.by_type[job_type];
+                    *own = own.saturating_add(overage);
+                    i128::from(overage)
+                };
+                if charged != 0 && resource.limit.is_some() {
+                    adjustments[r] = Some(Adjustment {
+                        limit,
+                        estimated,
+                        actual,
+                        charged: i64::try_from(charged).unwrap_or(i64::MAX),
+                        cross_window: !same_window,
+                    });
+                }
+            }
+        }
+        let concurrency = &mut resources[CONCURRENCY];
+        concurrency.used = concurrency.used.saturating_sub(1);
+        concurrency.by_type[job_type] = concurrency.by_type[job_type].saturating_sub(1);
+    }
+
+    /// Gives a reservation back whole: the job never started (it was cancelled after being
+    /// granted), so the provider was never called.
+    pub(crate) fn unreserve(&mut self, reservation: Reservation, now: Timestamp) {
+        self.refresh(now);
+        let estimates = self.estimates[reservation.job_type];
+        let (current_minute, current_day) = (self.minute, self.day);
+        for (r, resource) in self.models[reservation.model]
+            .resources
+            .iter_mut()
+            .enumerate()
+        {
+            let current = match r {
+                CONCURRENCY => true,
+                _ => match WindowLimit::ALL[r].window() {
+                    Window::Minute => reservation.minute == current_minute,
+                    Window::Day => reservation.day == current_day,
+                },
+            };
+            if current {
+                resource.used = resource.used.saturating_sub(estimates[r]);
+                let own = &mut resource.by_type[reservation.job_type];
+                *own = own.saturating_sub(estimates[r]);
+            }
+        }
+    }
+
+    /// Stops admitting; every waiter is woken with [`Grant::Closed`].
+    pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) {
+        self.closed = true;
+        for queue in 0..self.queues.len() {
+            while let Some(key) = self.queues[queue].pop_front() {
+                let waiter = &mut self.waiters[key];
+                match std::mem::replace(&mut waiter.state, WaitState::Closed) {
+                    WaitState::Cancelled => {
+                        self.waiters.remove(key);
+                    }
+                    WaitState::Waiting(waker) => wake.extend(waker),
+                    WaitState::Granted(_) | WaitState::Closed => {}
+                }
+            }
+            self.live[queue] = 0;
+        }
+        self.waiting = 0;
+    }
+
+    /// Whether anyone waits.
+    #[cfg(test)]
+    pub(crate) const fn has_waiters(&self) -> bool {
+        self.waiting > 0
+    }
+
+    /// Units used in the current window (in flight for concurrency) on `model`.
+    #[cfg(test)]
+    pub(crate) fn used(&self, model: usize, resource: usize) -> u64 {
+        self.models[model].resources[resource].used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, JobTypeConfig, ModelConfig};
+    use crate::usage::Pricing;
+
+    fn spec(tpm: u64, conc: u64) -> Spec {
+        Config::new()
+            .model(
+                "m",
+                ModelConfig::new(Pricing::default())
+                    .tokens_per_minute(tpm)
+                    .max_concurrent_requests(conc),
+            )
+            .job_type("a", JobTypeConfig::new().estimated_tokens(100).ratio(0.5))
+            .job_type("b", JobTypeConfig::new().estimated_tokens(100).ratio(0.5))
+            .validate()
+            .map(|v| v.spec)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const TPM: usize = 0;
+
+    #[test]
+    fn admission_reserves_the_estimate_and_settlement_refunds_in_window() {
+        let t0 = Timestamp::from_millis(0);
+        let mut engine = Engine::new(&spec(1_000, 10), t0);
+        let Arrival::Admitted(r) = engine.arrive(0, 0) else {
+            panic!("not admitted")
+        };
+        assert_eq!(engine.used(0, TPM), 100);
+        assert_eq!(engine.used(0, CONCURRENCY), 1);
+        let mut adj = [None; 4];
+        engine.settle(r, Some(&Usage::new().input_tokens(40)), t0, &mut adj);
+        assert_eq!(engine.used(0, TPM), 40);
+        assert_eq!(engine.used(0, CONCURRENCY), 0);
+        assert_eq!(adj.iter().flatten().count(), 1);
+        assert_eq!(adj[TPM].map(|a| a.charged), Some(-60));
+    }
+
+    #[test]
+    fn later_window_is_charged_only_the_overage() {
+        let mut engine = Engine::new(&spec(1_000, 10), Timestamp::from_millis(0));
+        let Arrival::Admitted(r1) = engine.arrive(0, 0) else {
+            panic!()
+        };
+        let Arrival::Admitted(r2) = engine.arrive(0, 0) else {
+            panic!()
+        };
+        let next = Timestamp::from_millis(61_000);
+        let mut adj = [None; 4];
+        engine.settle(r1, Some(&Usage::new().input_tokens(30)), next, &mut adj);
+        assert_eq!(
+            engine.used(0, TPM),
+            0,
+            "refund of a finished window is not taken"
+        );
+        engine.settle(r2, Some(&Usage::new().input_tokens(250)), next, &mut adj);
+        assert_eq!(
+            engine.used(0, TPM),
+            150,
+            "overage charged to the current window"
+        );
+        assert!(adj.iter().flatten().all(|a| a.cross_window));
+    }
+
+    #[test]
+    fn waiters_are_granted_fifo_per_queue_without_head_of_line_blocking() {
+        let t0 = Timestamp::from_millis(0);
+        // One concurrent slot per type: ratio 0.5 of CONC 2.
+        let mut engine = Engine::new(&spec(1_000_000, 2), t0);
+        let Arrival::Admitted(a) = engine.arrive(0, 0) else {
+            panic!()
+        };
+        assert!(matches!(engine.arrive(0, 0), Arrival::Wait));
+        let first = engine.enqueue(0, 0);
+        let second = engine.enqueue(0, 0);
+        // Type b is not blocked by type a's queue.
+        assert!(matches!(engine.arrive(0, 1), Arrival::Admitted(_)));
+        let mut wake = Vec::new();
+        engine.settle(a, Some(&Usage::new()), t0, &mut [None; 4]);
+        engine.grant(Some(0), &mut wake);
+        let waker = std::task::Waker::noop();
+        assert!(matches!(
+            engine.poll_grant(first, waker),
+            Some(Grant::Admitted(_))
+        ));
+        assert!(engine.poll_grant(second, waker).is_none());
+        assert!(engine.leave(second).is_none());
+        assert!(!engine.has_waiters());
+    }
+}

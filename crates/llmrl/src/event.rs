@@ -1,0 +1,49 @@
+//! Events a limiter reports to an optional listener.
+
+use std::sync::Arc;
+
+use crate::job::JobId;
+use crate::window::WindowLimit;
+
+/// A listener for [`Event`]s. Called synchronously, outside the limiter's locks; keep it quick.
+pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Something that happened in a limiter.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A settlement moved a window counter: actual usage differed from the estimate (SPEC §4.4).
+    UsageAdjusted(UsageAdjustment),
+}
+
+/// A job's actual usage differed from its estimate on one window limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageAdjustment {
+    /// The job.
+    pub job_id: JobId,
+    /// The model it ran on.
+    pub model: Arc<str>,
+    /// Its job type.
+    pub job_type: Arc<str>,
+    /// The window limit settled.
+    pub limit: WindowLimit,
+    /// What was reserved.
+    pub estimated: u64,
+    /// What the job reported.
+    pub actual: u64,
+    /// What the counter moved by: `actual − estimated` within the reservation's window (negative
+    /// is a refund), or the overage alone, charged to the current window, when that window is
+    /// over (`cross_window`).
+    pub charged: i64,
+    /// The reservation's window had ended when the job settled.
+    pub cross_window: bool,
+}
+
+impl UsageAdjustment {
+    /// Whether more was used than estimated.
+    #[must_use]
+    pub const fn is_overage(&self) -> bool {
+        self.charged > 0
+    }
+}

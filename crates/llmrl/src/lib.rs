@@ -1,0 +1,51 @@
+//! # llmrl: a rate limiter for LLM API calls
+//!
+//! llmrl runs your LLM calls as *jobs*. Before a job starts it reserves the job type's estimate
+//! on the first model of your escalation order that has room (waiting up to a bound, then
+//! falling back to the next model); when the job ends it settles what was really used and what
+//! it cost. Limits are per model: requests and tokens per minute and per UTC day, and concurrent
+//! requests.
+//!
+//! Two faces over one engine:
+//! - [`Limiter<M, J>`]: models and job types are enums (`#[derive(ModelId)]`,
+//!   `#[derive(JobType)]`), so an unknown model or job type, or a missing escalation order, is
+//!   a compile error.
+//! - [`NamedLimiter`]: the same limiter from a TOML/JSON [`Config`], with string ids.
+//!
+//! Time goes through a [`Clock`]: tests run minutes and days of traffic instantly on tokio's
+//! paused clock.
+
+pub mod config;
+mod core;
+mod engine;
+mod error;
+mod event;
+mod handle;
+mod id;
+mod instance;
+mod job;
+mod limiter;
+mod named;
+mod outcome;
+mod run;
+mod slots;
+
+mod clock;
+mod usage;
+mod window;
+
+pub use crate::clock::{Clock, Timestamp};
+pub use crate::config::{
+    Config, ConfigError, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig,
+};
+pub use crate::error::{BuildError, QueueError};
+pub use crate::event::{Event, Listener, UsageAdjustment};
+pub use crate::handle::{JobHandle, JobOutcome};
+pub use crate::id::{Id, JobType, ModelId, SingleModel};
+pub use crate::job::{JobContext, JobId, JobRequest, JobResult, NoCallback, OnComplete, OnError};
+pub use crate::limiter::{EscalationOrder, Limiter, LimiterBuilder, NoOrder, Ordered};
+pub use crate::named::{NamedLimiter, NamedLimiterBuilder};
+pub use crate::outcome::{Cause, Completion, JobError};
+pub use crate::usage::{Pricing, Usage, UsageEntry};
+pub use crate::window::{Window, WindowLimit};
+pub use llmrl_derive::{JobType, ModelId};

@@ -1,0 +1,167 @@
+//! The string-keyed face: the same limiter from a config file or from code with string ids.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::core::Core;
+use crate::error::{BuildError, QueueError};
+use crate::event::Event;
+use crate::handle::JobHandle;
+use crate::job::{JobContext, JobRequest, JobResult, OnComplete, OnError};
+use crate::limiter::Options;
+use crate::run;
+
+/// A limiter whose models and job types are named by strings, built from a [`Config`].
+///
+/// Models reach jobs and usage entries as `Arc<str>` ids. Cheap to clone.
+///
+/// ```
+/// use std::sync::Arc;
+/// use llmrl::{Config, JobContext, JobRequest, JobResult, NamedLimiter, Usage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::from_toml_str(r#"
+///     [models.local]
+///     max_concurrent_requests = 4
+///     pricing = { input = 0, cached = 0, output = 0 }
+///     [job_types.chat]
+///     estimated_tokens = 500
+/// "#)?;
+/// let limiter = NamedLimiter::builder(config).build()?;
+/// let handle = limiter.queue_job(JobRequest::new("job-1", "chat", |ctx: JobContext<Arc<str>>| async move {
+///     JobResult::<_, String>::done(ctx.model.to_string(), Usage::new().output_tokens(120))
+/// }))?;
+/// assert_eq!(handle.await?.value, "local");
+/// limiter.stop(std::time::Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NamedLimiter {
+    core: Arc<Core>,
+    job_types: Arc<HashMap<Arc<str>, usize>>,
+}
+
+impl std::fmt::Debug for NamedLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedLimiter")
+            .field("instance_id", &self.core.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NamedLimiter {
+    /// Starts a builder from a configuration (validated at `build()`).
+    pub fn builder(config: Config) -> NamedLimiterBuilder {
+        NamedLimiterBuilder {
+            config,
+            options: Options::default(),
+        }
+    }
+
+    /// Queues a job of the named type.
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJobType`] if no such job type is configured.
+    pub fn queue_job<S, F, A, C, X, Fut, T, E>(
+        &self,
+        request: JobRequest<Arc<str>, S, F, A, C, X>,
+    ) -> Result<JobHandle<Arc<str>, T, E>, QueueError>
+    where
+        S: AsRef<str>,
+        F: Fn(JobContext<Arc<str>, A>) -> Fut + Send + 'static,
+        Fut: Future<Output = JobResult<T, E>> + Send + 'static,
+        A: Clone + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+        C: OnComplete<Arc<str>, T>,
+        X: OnError<Arc<str>, E>,
+    {
+        let job_type = self.job_type_index(request.job_type.as_ref())?;
+        Ok(run::queue(&self.core, job_type, request, |spec, model| {
+            spec.models[model].name.clone()
+        }))
+    }
+
+    fn job_type_index(&self, name: &str) -> Result<usize, QueueError> {
+        self.job_types
+            .get(name)
+            .copied()
+            .ok_or_else(|| QueueError::UnknownJobType {
+                name: name.to_owned(),
+                known: self.job_type_names().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Configured model ids, in configuration order.
+    pub fn model_ids(&self) -> impl Iterator<Item = &str> {
+        self.core.spec.models.iter().map(|m| &*m.name)
+    }
+
+    /// Configured job type names, in configuration order.
+    pub fn job_type_names(&self) -> impl Iterator<Item = &str> {
+        self.core.spec.job_types.iter().map(|t| &*t.name)
+    }
+
+    /// Stops the limiter; see [`Limiter::stop`](crate::Limiter::stop).
+    pub async fn stop(&self, grace: Duration) {
+        self.core.stop(grace).await;
+    }
+
+    /// This instance's id.
+    #[must_use]
+    pub fn instance_id(&self) -> &str {
+        &self.core.instance_id
+    }
+
+    /// Warnings from validation.
+    #[must_use]
+    pub fn warnings(&self) -> &[String] {
+        &self.core.spec.warnings
+    }
+}
+
+/// Builds a [`NamedLimiter`].
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct NamedLimiterBuilder {
+    config: Config,
+    options: Options,
+}
+
+impl NamedLimiterBuilder {
+    /// The clock (default: [`Clock::system`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.options.clock = Some(clock);
+        self
+    }
+
+    /// Listens to the limiter's [`Event`]s.
+    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.options.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Validates the configuration and starts the limiter.
+    ///
+    /// # Errors
+    /// As [`LimiterBuilder::build`](crate::LimiterBuilder::build).
+    pub fn build(self) -> Result<NamedLimiter, BuildError> {
+        let core = self.options.start(&self.config)?;
+        let job_types = core
+            .spec
+            .job_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(NamedLimiter {
+            core,
+            job_types: Arc::new(job_types),
+        })
+    }
+}

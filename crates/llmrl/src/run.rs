@@ -1,0 +1,287 @@
+//! A job's journey through the escalation order: acquire capacity, run the attempt, settle,
+//! then succeed, delegate to the next model, or fail.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+
+use crate::config::Spec;
+use crate::core::{Acquire, Core};
+use crate::engine::Reservation;
+use crate::handle::{JobHandle, JobOutcome};
+use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
+use crate::outcome::{Cause, Completion, JobError, total_cost};
+use crate::usage::{Usage, UsageEntry};
+
+/// Maps a model index to the model value the caller's face uses (an enum or a name).
+pub(crate) type ModelOf<M> = fn(&Spec, usize) -> M;
+
+/// Queues a request: spawns its task, or fails it at once if the limiter is stopping.
+pub(crate) fn queue<M, J, F, A, C, X, Fut, T, E>(
+    core: &Arc<Core>,
+    job_type: usize,
+    request: JobRequest<M, J, F, A, C, X>,
+    model_of: ModelOf<M>,
+) -> JobHandle<M, T, E>
+where
+    M: Clone + Send + Sync + 'static,
+    F: Fn(JobContext<M, A>) -> Fut + Send + 'static,
+    Fut: Future<Output = JobResult<T, E>> + Send + 'static,
+    A: Clone + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+{
+    let JobRequest {
+        job_id,
+        job,
+        args,
+        on_complete,
+        on_error,
+        ..
+    } = request;
+    let (sender, receiver) = oneshot::channel();
+    let ending = Ending {
+        on_complete,
+        on_error,
+        outcome: sender,
+    };
+    let abort = if core.is_stopping() {
+        let mut run = Run::new(core.clone(), None, job_id.clone(), model_of, ending);
+        run.fail(Cause::ShutDown);
+        None
+    } else {
+        let id = job_id.clone();
+        Some(core.spawn_job(|task| {
+            let run = Run::new(core.clone(), Some(task), id, model_of, ending);
+            run_job(run, job_type, job, args)
+        }))
+    };
+    JobHandle::new(receiver, abort, job_id)
+}
+
+struct Ending<M, T, E, C, X> {
+    on_complete: C,
+    on_error: X,
+    outcome: oneshot::Sender<JobOutcome<M, T, E>>,
+}
+
+/// The job's record and its promise to report exactly once: if the task is dropped before the
+/// job ends (cancelled, or the limiter stopped), dropping the record reports that.
+struct Run<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> {
+    core: Arc<Core>,
+    task: Option<usize>,
+    job_id: JobId,
+    model_of: ModelOf<M>,
+    usage: Vec<UsageEntry<M>>,
+    ending: Option<Ending<M, T, E, C, X>>,
+}
+
+impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Run<M, T, E, C, X> {
+    const fn new(
+        core: Arc<Core>,
+        task: Option<usize>,
+        job_id: JobId,
+        model_of: ModelOf<M>,
+        ending: Ending<M, T, E, C, X>,
+    ) -> Self {
+        Self {
+            core,
+            task,
+            job_id,
+            model_of,
+            usage: Vec::new(),
+            ending: Some(ending),
+        }
+    }
+
+    fn record(&mut self, model: usize, usage: &Usage) {
+        let pricing = &self.core.spec.models[model].pricing;
+        let entry = UsageEntry::new((self.model_of)(&self.core.spec, model), usage, pricing);
+        self.usage.push(entry);
+    }
+
+    fn succeed(&mut self, value: T, model: usize) {
+        let Some(ending) = self.ending.take() else {
+            return;
+        };
+        let usage = std::mem::take(&mut self.usage);
+        let completion = Completion {
+            job_id: self.job_id.clone(),
+            value,
+            model: (self.model_of)(&self.core.spec, model),
+            total_cost: total_cost(&usage),
+            usage,
+        };
+        tracing::debug!(job_id = %self.job_id, model = %self.core.spec.models[model].name, "job completed");
+        let on_complete = ending.on_complete;
+        guard_callback(
+            &self.job_id,
+            AssertUnwindSafe(|| on_complete.call(&completion)),
+        );
+        let _ = ending.outcome.send(Ok(completion));
+    }
+
+    fn fail(&mut self, cause: Cause<E>) {
+        let Some(ending) = self.ending.take() else {
+            return;
+        };
+        let usage = std::mem::take(&mut self.usage);
+        let error = JobError {
+            job_id: self.job_id.clone(),
+            cause,
+            total_cost: total_cost(&usage),
+            usage,
+        };
+        tracing::debug!(job_id = %self.job_id, cause = cause_name(&error.cause), "job failed");
+        let on_error = ending.on_error;
+        guard_callback(&self.job_id, AssertUnwindSafe(|| on_error.call(&error)));
+        let _ = ending.outcome.send(Err(error));
+    }
+}
+
+impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Drop for Run<M, T, E, C, X> {
+    fn drop(&mut self) {
+        if self.ending.is_some() {
+            let cause = if self.core.is_stopping() {
+                Cause::ShutDown
+            } else {
+                Cause::Cancelled
+            };
+            self.fail(cause);
+        }
+        if let Some(task) = self.task {
+            self.core.job_ended(task);
+        }
+    }
+}
+
+const fn cause_name<E>(cause: &Cause<E>) -> &'static str {
+    match cause {
+        Cause::Exhausted { .. } => "exhausted",
+        Cause::Rejected(_) => "rejected",
+        Cause::RejectedOnLastModel(_) => "rejected on last model",
+        Cause::Panicked(_) => "panicked",
+        Cause::Cancelled => "cancelled",
+        Cause::ShutDown => "shut down",
+    }
+}
+
+/// Runs a user callback; a panic in it is logged, never allowed to disturb the limiter.
+fn guard_callback(job_id: &JobId, callback: AssertUnwindSafe<impl FnOnce()>) {
+    if let Err(panic) = std::panic::catch_unwind(callback) {
+        tracing::error!(job_id = %job_id, panic = panic_message(&*panic), "a job callback panicked");
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// A reservation held by a running attempt. Settled with the attempt's usage, or, if dropped
+/// (panic, cancellation, shutdown), settled as unknown usage: the estimate stays counted and the
+/// concurrency unit is freed.
+struct Permit<'a> {
+    core: &'a Core,
+    job_id: &'a JobId,
+    reservation: Option<Reservation>,
+}
+
+impl Permit<'_> {
+    fn settle(mut self, usage: &Usage) {
+        if let Some(reservation) = self.reservation.take() {
+            self.core.settle(reservation, Some(usage), self.job_id);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            self.core.settle(reservation, None, self.job_id);
+        }
+    }
+}
+
+async fn run_job<M, T, E, C, X, F, A, Fut>(
+    mut run: Run<M, T, E, C, X>,
+    job_type: usize,
+    job: F,
+    args: A,
+) where
+    M: Clone,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+    F: Fn(JobContext<M, A>) -> Fut,
+    Fut: Future<Output = JobResult<T, E>>,
+    A: Clone,
+{
+    let core = run.core.clone();
+    let order = &core.spec.order;
+    let mut attempt = 0;
+    let mut last_rejection = None;
+    let mut position = 0;
+    while let Some(&model) = order.get(position) {
+        let reservation = match core.acquire(model, job_type).await {
+            Acquire::Admitted(reservation) => reservation,
+            Acquire::TimedOut => {
+                tracing::debug!(job_id = %run.job_id, model = %core.spec.models[model].name, "no capacity within max_wait; escalating");
+                position += 1;
+                continue;
+            }
+            Acquire::Closed => return run.fail(Cause::ShutDown),
+        };
+        attempt += 1;
+        let job_id = run.job_id.clone();
+        let permit = Permit {
+            core: &core,
+            job_id: &job_id,
+            reservation: Some(reservation),
+        };
+        let context = JobContext {
+            model: (run.model_of)(&core.spec, model),
+            attempt,
+            args: args.clone(),
+            job_id: job_id.clone(),
+        };
+        tracing::debug!(job_id = %job_id, model = %core.spec.models[model].name, attempt, "job started");
+        match AssertUnwindSafe(job(context)).catch_unwind().await {
+            Err(panic) => {
+                drop(permit);
+                return run.fail(Cause::Panicked(panic_message(&*panic)));
+            }
+            Ok(JobResult::Done { value, usage }) => {
+                permit.settle(&usage);
+                run.record(model, &usage);
+                return run.succeed(value, model);
+            }
+            Ok(JobResult::Rejected {
+                error,
+                usage,
+                delegate,
+            }) => {
+                permit.settle(&usage);
+                run.record(model, &usage);
+                if !delegate {
+                    return run.fail(Cause::Rejected(error));
+                }
+                if position + 1 == order.len() {
+                    return run.fail(Cause::RejectedOnLastModel(error));
+                }
+                tracing::debug!(job_id = %job_id, model = %core.spec.models[model].name, "job delegated to the next model");
+                last_rejection = Some(error);
+                position += 1;
+            }
+        }
+    }
+    run.fail(Cause::Exhausted { last_rejection });
+}
