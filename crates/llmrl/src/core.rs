@@ -13,6 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 
+use crate::availability::Availability;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Spec, WaitBound};
 use crate::engine::{Adjustment, Arrival, Engine, Grant, Reservation};
@@ -189,17 +190,43 @@ impl Core {
             "{}",
             if a.charged > 0 { "overage" } else { "refund" }
         );
-        if let Some(listener) = &self.listener {
-            listener(&Event::UsageAdjusted(UsageAdjustment {
+        self.emit(|spec| {
+            Event::UsageAdjusted(UsageAdjustment {
                 job_id: job_id.clone(),
-                model: self.spec.models[model].name.clone(),
-                job_type: self.spec.job_types[job_type].name.clone(),
+                model: spec.models[model].name.clone(),
+                job_type: spec.job_types[job_type].name.clone(),
                 limit: a.limit,
                 estimated: a.estimated,
                 actual: a.actual,
                 charged: a.charged,
                 cross_window: a.cross_window,
-            }));
+            })
+        });
+    }
+
+    /// A snapshot of what this instance can start now.
+    pub(crate) fn availability<M, J>(
+        &self,
+        model_of: impl Fn(usize) -> M,
+        job_type_of: impl Fn(usize) -> J,
+    ) -> Availability<M, J> {
+        let now = self.clock.now();
+        let mut wake = Vec::new();
+        let snapshot = {
+            let mut engine = self.engine();
+            if engine.refresh(now) {
+                engine.grant(None, &mut wake);
+            }
+            engine.availability(model_of, job_type_of, |t| self.spec.job_types[t].flexible)
+        };
+        wake_all(wake);
+        snapshot
+    }
+
+    /// Reports an event to the listener, if any; `make` runs only when someone listens.
+    pub(crate) fn emit(&self, make: impl FnOnce(&Spec) -> Event) {
+        if let Some(listener) = &self.listener {
+            listener(&make(&self.spec));
         }
     }
 

@@ -12,6 +12,9 @@ use std::task::Waker;
 
 use slab::Slab;
 
+use crate::availability::{
+    Availability, JobTypeAvailability, JobTypeOnModel, ModelAvailability, Remaining,
+};
 use crate::clock::Timestamp;
 use crate::config::Spec;
 use crate::slots::{self, UNBOUNDED};
@@ -479,6 +482,72 @@ impl Engine {
             self.live[queue] = 0;
         }
         self.waiting = 0;
+    }
+
+    /// A snapshot of what this instance can start, with models and job types named by the
+    /// caller's face.
+    pub(crate) fn availability<M, J>(
+        &mut self,
+        model_of: impl Fn(usize) -> M,
+        job_type_of: impl Fn(usize) -> J,
+        flexible: impl Fn(usize) -> bool,
+    ) -> Availability<M, J> {
+        let bounded = |n: u64| (n != UNBOUNDED).then_some(n);
+        let sum = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.saturating_add(b));
+        let mut job_types: Vec<JobTypeAvailability<M, J>> = (0..self.job_types)
+            .map(|t| JobTypeAvailability {
+                job_type: job_type_of(t),
+                slots: Some(0),
+                #[allow(clippy::cast_precision_loss)] // ratios are at most 10^9
+                ratio: self.ratios[t] as f64 / crate::config::RATIO_ONE as f64,
+                flexible: flexible(t),
+                in_flight: 0,
+                models: Vec::with_capacity(self.models.len()),
+            })
+            .collect();
+        let mut models = Vec::with_capacity(self.models.len());
+        for m in 0..self.models.len() {
+            self.compute_slots(m);
+            let state = &self.models[m];
+            for (t, job_type) in job_types.iter_mut().enumerate() {
+                let slots = bounded(self.out[t]);
+                let in_flight = state.resources[CONCURRENCY].by_type[t];
+                job_type.slots = sum(job_type.slots, slots);
+                job_type.in_flight += in_flight;
+                job_type.models.push(JobTypeOnModel {
+                    model: model_of(m),
+                    slots,
+                    in_flight,
+                    waiting: self.live[m * self.job_types + t] as u64,
+                });
+            }
+            let remaining = |r: usize| {
+                let resource = &state.resources[r];
+                resource.limit.map(|limit| {
+                    let left = limit.saturating_sub(resource.used);
+                    Remaining {
+                        limit,
+                        used: resource.used,
+                        remaining: left,
+                        available: left,
+                    }
+                })
+            };
+            models.push(ModelAvailability {
+                model: model_of(m),
+                tokens_per_minute: remaining(WindowLimit::TokensPerMinute.index()),
+                tokens_per_day: remaining(WindowLimit::TokensPerDay.index()),
+                requests_per_minute: remaining(WindowLimit::RequestsPerMinute.index()),
+                requests_per_day: remaining(WindowLimit::RequestsPerDay.index()),
+                concurrent_requests: remaining(CONCURRENCY),
+            });
+        }
+        Availability {
+            slots: job_types.iter().fold(Some(0), |total, t| sum(total, t.slots)),
+            job_types,
+            models,
+            instances: 1,
+        }
     }
 
     /// Whether anyone waits.

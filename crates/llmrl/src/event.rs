@@ -12,6 +12,36 @@ pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
+    /// An attempt of a job started on a model.
+    Started {
+        /// The job.
+        job_id: JobId,
+        /// Its job type.
+        job_type: Arc<str>,
+        /// The model it runs on.
+        model: Arc<str>,
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// A job found no capacity on a model within its wait bound and moves to the next model
+    /// (or, after the last one, fails as exhausted).
+    Escalated {
+        /// The job.
+        job_id: JobId,
+        /// Its job type.
+        job_type: Arc<str>,
+        /// The model it gave up on.
+        from: Arc<str>,
+    },
+    /// A job rejected on a model and asked to be retried on the next one.
+    Delegated {
+        /// The job.
+        job_id: JobId,
+        /// Its job type.
+        job_type: Arc<str>,
+        /// The model that rejected it.
+        from: Arc<str>,
+    },
     /// A settlement moved a window counter: actual usage differed from the estimate (SPEC §4.4).
     UsageAdjusted(UsageAdjustment),
 }

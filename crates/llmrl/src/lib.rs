@@ -15,6 +15,7 @@
 //! Time goes through a [`Clock`]: tests run minutes and days of traffic instantly on tokio's
 //! paused clock.
 
+mod availability;
 pub mod config;
 mod core;
 mod engine;
@@ -34,6 +35,9 @@ mod clock;
 mod usage;
 mod window;
 
+pub use crate::availability::{
+    Availability, JobTypeAvailability, JobTypeOnModel, ModelAvailability, Remaining,
+};
 pub use crate::clock::{Clock, Timestamp};
 pub use crate::config::{
     Config, ConfigError, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig,

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::availability::Availability;
 use crate::clock::Clock;
 use crate::config::{Config, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig};
 use crate::core::Core;
@@ -124,6 +125,13 @@ impl<M: ModelId, J: JobType> Limiter<M, J> {
     /// returns nothing of the limiter is left running.
     pub async fn stop(&self, grace: Duration) {
         self.core.stop(grace).await;
+    }
+
+    /// What this instance can start now, per job type and model, and what is left of each
+    /// model's limits.
+    #[must_use]
+    pub fn availability(&self) -> Availability<M, J> {
+        self.core.availability(|m| M::ALL[m], |t| J::ALL[t])
     }
 
     /// This instance's id.

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::availability::Availability;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::Core;
@@ -111,6 +112,16 @@ impl NamedLimiter {
     /// Stops the limiter; see [`Limiter::stop`](crate::Limiter::stop).
     pub async fn stop(&self, grace: Duration) {
         self.core.stop(grace).await;
+    }
+
+    /// What this instance can start now; see [`Limiter::availability`](crate::Limiter::availability).
+    #[must_use]
+    pub fn availability(&self) -> Availability<Arc<str>, Arc<str>> {
+        let spec = &self.core.spec;
+        self.core.availability(
+            |m| spec.models[m].name.clone(),
+            |t| spec.job_types[t].name.clone(),
+        )
     }
 
     /// This instance's id.

@@ -87,5 +87,6 @@ impl<M, E: fmt::Display> fmt::Display for JobError<M, E> {
 impl<M: fmt::Debug, E: fmt::Display + fmt::Debug> std::error::Error for JobError<M, E> {}
 
 pub(crate) fn total_cost<M>(usage: &[UsageEntry<M>]) -> f64 {
-    usage.iter().map(|u| u.cost).sum()
+    // Not `sum()`: an empty f64 sum is -0.0, which would print as "-0" for a job that used nothing.
+    usage.iter().fold(0.0, |total, u| total + u.cost)
 }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::config::Spec;
 use crate::core::{Acquire, Core};
 use crate::engine::Reservation;
+use crate::event::Event;
 use crate::handle::{JobHandle, JobOutcome};
 use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
 use crate::outcome::{Cause, Completion, JobError, total_cost};
@@ -235,6 +236,11 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
             Acquire::Admitted(reservation) => reservation,
             Acquire::TimedOut => {
                 tracing::debug!(job_id = %run.job_id, model = %core.spec.models[model].name, "no capacity within max_wait; escalating");
+                core.emit(|spec| Event::Escalated {
+                    job_id: run.job_id.clone(),
+                    job_type: spec.job_types[job_type].name.clone(),
+                    from: spec.models[model].name.clone(),
+                });
                 position += 1;
                 continue;
             }
@@ -254,6 +260,12 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
             job_id: job_id.clone(),
         };
         tracing::debug!(job_id = %job_id, model = %core.spec.models[model].name, attempt, "job started");
+        core.emit(|spec| Event::Started {
+            job_id: job_id.clone(),
+            job_type: spec.job_types[job_type].name.clone(),
+            model: spec.models[model].name.clone(),
+            attempt,
+        });
         match AssertUnwindSafe(job(context)).catch_unwind().await {
             Err(panic) => {
                 drop(permit);
@@ -278,6 +290,11 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
                     return run.fail(Cause::RejectedOnLastModel(error));
                 }
                 tracing::debug!(job_id = %job_id, model = %core.spec.models[model].name, "job delegated to the next model");
+                core.emit(|spec| Event::Delegated {
+                    job_id: job_id.clone(),
+                    job_type: spec.job_types[job_type].name.clone(),
+                    from: spec.models[model].name.clone(),
+                });
                 last_rejection = Some(error);
                 position += 1;
             }

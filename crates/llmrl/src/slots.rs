@@ -68,13 +68,14 @@ fn clamp_u64(n: u128) -> u64 {
 /// never beyond the type's own unscaled part.
 pub(crate) fn slots(available: i128, parts: &[u128], estimates: &[u64], out: &mut [u64]) {
     debug_assert!(parts.len() == estimates.len() && out.len() == parts.len());
+    // `used + 0 ≤ limit` still has to hold for a zero estimate (SPEC §10).
+    let over = available < 0;
     let available = u128::try_from(available.max(0)).unwrap_or(0);
-    let over = available == 0;
     let total: u128 = parts.iter().sum();
     let scaled = total > available * ONE;
     for ((slot, &part), &estimate) in out.iter_mut().zip(parts).zip(estimates) {
         *slot = if estimate == 0 {
-            if over && scaled { 0 } else { UNBOUNDED }
+            if over { 0 } else { UNBOUNDED }
         } else if scaled {
             clamp_u64(mul_div(part, available, total * u128::from(estimate)))
         } else {
@@ -174,7 +175,7 @@ mod tests {
     fn zero_estimates_are_unbounded_until_the_counter_is_over() {
         let e = entitlement(RATIO_ONE, 1_000, 0, None, None);
         assert_eq!(run(10, &[e], &[0]), vec![UNBOUNDED]);
-        assert_eq!(run(0, &[e], &[0]), vec![0]);
+        assert_eq!(run(0, &[e], &[0]), vec![UNBOUNDED], "used + 0 ≤ limit still holds");
         assert_eq!(run(-5, &[e], &[0]), vec![0]);
     }
 
