@@ -543,7 +543,9 @@ impl Engine {
             });
         }
         Availability {
-            slots: job_types.iter().fold(Some(0), |total, t| sum(total, t.slots)),
+            slots: job_types
+                .iter()
+                .try_fold(0u64, |total, t| t.slots.map(|n| total.saturating_add(n))),
             job_types,
             models,
             instances: 1,

@@ -33,7 +33,7 @@ pub trait JobType: Id {}
 ///
 /// `#[derive(ModelId)]` implements it for one-variant enums only.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` has several models, so the limiter needs an escalation order",
+    message = "model enum `{Self}` has several variants, so the limiter needs an escalation order",
     label = "this builder has no escalation order yet",
     note = "call `.escalation_order([...])` before `.build()`"
 )]

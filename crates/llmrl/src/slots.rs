@@ -175,7 +175,11 @@ mod tests {
     fn zero_estimates_are_unbounded_until_the_counter_is_over() {
         let e = entitlement(RATIO_ONE, 1_000, 0, None, None);
         assert_eq!(run(10, &[e], &[0]), vec![UNBOUNDED]);
-        assert_eq!(run(0, &[e], &[0]), vec![UNBOUNDED], "used + 0 ≤ limit still holds");
+        assert_eq!(
+            run(0, &[e], &[0]),
+            vec![UNBOUNDED],
+            "used + 0 ≤ limit still holds"
+        );
         assert_eq!(run(-5, &[e], &[0]), vec![0]);
     }
 

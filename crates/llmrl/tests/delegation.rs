@@ -3,12 +3,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{clock, pricing, Five, Recorder, Work};
-use llmrl::{Cause, Id, JobContext, JobRequest, JobResult, JobTypeConfig, Limiter, ModelConfig, Usage};
+use common::{Five, Recorder, Work, clock, pricing};
+use llmrl::{
+    Cause, Id, JobContext, JobRequest, JobResult, JobTypeConfig, Limiter, ModelConfig, Usage,
+};
 
 fn limiter(recorder: &Recorder) -> Limiter<Five, Work> {
     let clock = clock();
@@ -30,19 +32,30 @@ async fn a_delegating_rejection_runs_on_the_next_model() {
     let recorder = Recorder::default();
     let limiter = limiter(&recorder);
     let done = limiter
-        .queue_job(JobRequest::new("job", Work::Job, |ctx: JobContext<Five>| async move {
-            match ctx.model {
-                Five::A => JobResult::rejected("A is overloaded".to_string(), used(30)),
-                model => JobResult::done((model, ctx.attempt), used(70)),
-            }
-        }))
+        .queue_job(JobRequest::new(
+            "job",
+            Work::Job,
+            |ctx: JobContext<Five>| async move {
+                match ctx.model {
+                    Five::A => JobResult::rejected("A is overloaded".to_string(), used(30)),
+                    model => JobResult::done((model, ctx.attempt), used(70)),
+                }
+            },
+        ))
         .await
         .unwrap();
     assert_eq!(done.model, Five::B);
     assert_eq!(done.value, (Five::B, 2), "second attempt");
     let models: Vec<Five> = done.usage.iter().map(|u| u.model).collect();
-    assert_eq!(models, vec![Five::A, Five::B], "the rejected attempt used tokens too");
-    assert_eq!(recorder.starts("job"), vec![("A".into(), 0), ("B".into(), 0)]);
+    assert_eq!(
+        models,
+        vec![Five::A, Five::B],
+        "the rejected attempt used tokens too"
+    );
+    assert_eq!(
+        recorder.starts("job"),
+        vec![("A".into(), 0), ("B".into(), 0)]
+    );
     limiter.stop(Duration::ZERO).await;
 }
 
@@ -51,9 +64,13 @@ async fn a_rejection_without_delegation_fails_at_once() {
     let recorder = Recorder::default();
     let limiter = limiter(&recorder);
     let failed = limiter
-        .queue_job(JobRequest::new("job", Work::Job, |_: JobContext<Five>| async {
-            JobResult::<(), _>::rejected_final("bad input".to_string(), used(40))
-        }))
+        .queue_job(JobRequest::new(
+            "job",
+            Work::Job,
+            |_: JobContext<Five>| async {
+                JobResult::<(), _>::rejected_final("bad input".to_string(), used(40))
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(failed.cause, Cause::Rejected("bad input".to_string()));
@@ -71,13 +88,22 @@ async fn a_job_that_always_delegates_ends_after_the_last_model() {
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     let failed = limiter
-        .queue_job(JobRequest::new("job", Work::Job, move |ctx: JobContext<Five>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async move { JobResult::<(), _>::rejected(format!("no luck on {:?}", ctx.model), used(10)) }
-        }))
+        .queue_job(JobRequest::new(
+            "job",
+            Work::Job,
+            move |ctx: JobContext<Five>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    JobResult::<(), _>::rejected(format!("no luck on {:?}", ctx.model), used(10))
+                }
+            },
+        ))
         .await
         .unwrap_err();
-    assert_eq!(failed.cause, Cause::RejectedOnLastModel("no luck on E".to_string()));
+    assert_eq!(
+        failed.cause,
+        Cause::RejectedOnLastModel("no luck on E".to_string())
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 5, "each model once, no loop");
     let models: Vec<Five> = failed.usage.iter().map(|u| u.model).collect();
     assert_eq!(models, Five::ALL.to_vec());
@@ -105,18 +131,26 @@ async fn delegation_to_a_full_model_ends_exhausted_with_the_last_rejection() {
     .clock(clock)
     .build()
     .unwrap();
-    let _hold_b = limiter.queue_job(JobRequest::new("hold", Work::Job, |ctx: JobContext<Five>| async move {
-        if ctx.model == Five::A {
-            return JobResult::rejected("to B".to_string(), used(0));
-        }
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        JobResult::done((), used(0))
-    }));
+    let _hold_b = limiter.queue_job(JobRequest::new(
+        "hold",
+        Work::Job,
+        |ctx: JobContext<Five>| async move {
+            if ctx.model == Five::A {
+                return JobResult::rejected("to B".to_string(), used(0));
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            JobResult::done((), used(0))
+        },
+    ));
     common::settle_tasks().await;
     let failed = limiter
-        .queue_job(JobRequest::new("job", Work::Job, |_: JobContext<Five>| async {
-            JobResult::<(), _>::rejected("A failed".to_string(), used(5))
-        }))
+        .queue_job(JobRequest::new(
+            "job",
+            Work::Job,
+            |_: JobContext<Five>| async {
+                JobResult::<(), _>::rejected("A failed".to_string(), used(5))
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(
@@ -125,6 +159,10 @@ async fn delegation_to_a_full_model_ends_exhausted_with_the_last_rejection() {
             last_rejection: Some("A failed".to_string())
         }
     );
-    assert_eq!(failed.usage.len(), 1, "B never ran, so only A's attempt is reported");
+    assert_eq!(
+        failed.usage.len(),
+        1,
+        "B never ran, so only A's attempt is reported"
+    );
     limiter.stop(Duration::ZERO).await;
 }

@@ -5,14 +5,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{clock, Five, Work};
-use llmrl::{JobContext, JobRequest, JobResult, JobTypeConfig, Limiter, ModelConfig, Pricing, Usage};
+use common::{Five, Work, clock};
+use llmrl::{
+    JobContext, JobRequest, JobResult, JobTypeConfig, Limiter, ModelConfig, Pricing, Usage,
+};
 
 const EPS: f64 = 1e-12;
 
 #[test]
 fn the_spec_example_costs_0_00525() {
-    let usage = Usage::new().input_tokens(3_000).cached_tokens(500).output_tokens(1_000);
+    let usage = Usage::new()
+        .input_tokens(3_000)
+        .cached_tokens(500)
+        .output_tokens(1_000);
     let cost = Pricing::new(1.0, 0.5, 2.0).cost(&usage);
     assert!((cost - 0.005_25).abs() < EPS, "{cost}");
 }
@@ -22,13 +27,19 @@ fn cached_tokens_use_the_cached_price() {
     let pricing = Pricing::new(3.0, 0.3, 15.0);
     let cached = Usage::new().cached_tokens(1_000_000);
     assert!((pricing.cost(&cached) - 0.3).abs() < EPS);
-    let mixed = Usage::new().input_tokens(200_000).cached_tokens(800_000).output_tokens(10_000);
+    let mixed = Usage::new()
+        .input_tokens(200_000)
+        .cached_tokens(800_000)
+        .output_tokens(10_000);
     assert!((pricing.cost(&mixed) - (0.6 + 0.24 + 0.15)).abs() < EPS);
 }
 
 #[test]
 fn free_models_and_empty_usage_cost_nothing() {
-    assert_eq!(Pricing::new(0.0, 0.0, 0.0).cost(&Usage::new().input_tokens(5_000)), 0.0);
+    assert_eq!(
+        Pricing::new(0.0, 0.0, 0.0).cost(&Usage::new().input_tokens(5_000)),
+        0.0
+    );
     assert_eq!(Pricing::new(1.0, 1.0, 1.0).cost(&Usage::new()), 0.0);
 }
 
@@ -45,13 +56,20 @@ async fn totals_add_up_over_the_models_a_job_ran_on() {
     .build()
     .unwrap();
     let done = limiter
-        .queue_job(JobRequest::new("job", Work::Job, |ctx: JobContext<Five>| async move {
-            let usage = Usage::new().input_tokens(3_000).cached_tokens(500).output_tokens(1_000);
-            match ctx.model {
-                Five::C => JobResult::done((), usage),
-                _ => JobResult::rejected((), usage),
-            }
-        }))
+        .queue_job(JobRequest::new(
+            "job",
+            Work::Job,
+            |ctx: JobContext<Five>| async move {
+                let usage = Usage::new()
+                    .input_tokens(3_000)
+                    .cached_tokens(500)
+                    .output_tokens(1_000);
+                match ctx.model {
+                    Five::C => JobResult::done((), usage),
+                    _ => JobResult::rejected((), usage),
+                }
+            },
+        ))
         .await
         .unwrap();
     let costs: Vec<f64> = done.usage.iter().map(|u| u.cost).collect();

@@ -62,7 +62,12 @@ fn model() -> impl Strategy<Value = Model> {
         proptest::option::of(3..40u64),
         proptest::option::of(1..6u64),
     )
-        .prop_map(|(tpm, tpd, rpm, conc)| Model { tpm, tpd, rpm, conc })
+        .prop_map(|(tpm, tpd, rpm, conc)| Model {
+            tpm,
+            tpd,
+            rpm,
+            conc,
+        })
 }
 
 fn workload(max_usage_pct: u64) -> impl Strategy<Value = Workload> {
@@ -107,7 +112,9 @@ fn config(w: &Workload) -> Config {
         config = config.model(format!("m{m}"), c);
     }
     for (t, job_type) in w.job_types.iter().enumerate() {
-        let mut c = JobTypeConfig::new().estimated_tokens(job_type.tokens).estimated_requests(job_type.requests);
+        let mut c = JobTypeConfig::new()
+            .estimated_tokens(job_type.tokens)
+            .estimated_requests(job_type.requests);
         for (m, wait) in job_type.waits.iter().enumerate() {
             if let Some(ms) = wait {
                 c = c.max_wait(format!("m{m}"), Duration::from_millis(*ms));
@@ -125,16 +132,27 @@ fn check(limiter: &NamedLimiter, overages: &Overages, now: llmrl::Timestamp) -> 
     let overages = overages.lock().unwrap();
     for model in limiter.availability().models {
         for limit in WindowLimit::ALL {
-            let Some(r) = model.window(limit) else { continue };
+            let Some(r) = model.window(limit) else {
+                continue;
+            };
             let window = limit.window().index_at(now);
-            let over = overages.get(&(model.model.to_string(), limit, window)).copied().unwrap_or(0);
+            let over = overages
+                .get(&(model.model.to_string(), limit, window))
+                .copied()
+                .unwrap_or(0);
             if r.used > r.limit + over {
-                return Err(format!("{} {limit:?}: used {} > limit {} + overages {over}", model.model, r.used, r.limit));
+                return Err(format!(
+                    "{} {limit:?}: used {} > limit {} + overages {over}",
+                    model.model, r.used, r.limit
+                ));
             }
         }
         if let Some(c) = model.concurrent_requests {
             if c.used > c.limit {
-                return Err(format!("{}: {} in flight > {}", model.model, c.used, c.limit));
+                return Err(format!(
+                    "{}: {} in flight > {}",
+                    model.model, c.used, c.limit
+                ));
             }
         }
     }
@@ -152,7 +170,11 @@ async fn run(w: Workload) -> Result<(), String> {
             if let Event::UsageAdjusted(a) = event {
                 if a.charged > 0 {
                     let window = a.limit.window().index_at(at.now());
-                    *seen.lock().unwrap().entry((a.model.to_string(), a.limit, window)).or_default() += a.charged.unsigned_abs();
+                    *seen
+                        .lock()
+                        .unwrap()
+                        .entry((a.model.to_string(), a.limit, window))
+                        .or_default() += a.charged.unsigned_abs();
                 }
             }
         })
@@ -169,20 +191,29 @@ async fn run(w: Workload) -> Result<(), String> {
         let usage = Usage::new()
             .input_tokens(spec.tokens * job.usage_pct / 100)
             .requests(spec.requests * job.usage_pct / 100);
-        let (probe, overages, violations, clock) = (limiter.clone(), overages.clone(), violations.clone(), clock.clone());
-        let request = JobRequest::new(format!("job-{i}"), format!("t{}", job.job_type), move |_: JobContext<Arc<str>>| {
-            if let Err(v) = check(&probe, &overages, clock.now()) {
-                violations.lock().unwrap().push(v);
-            }
-            async move {
-                tokio::time::sleep(Duration::from_millis(job.duration_ms)).await;
-                match job.ending {
-                    Ending::Done => JobResult::done((), usage),
-                    Ending::Delegate => JobResult::rejected((), usage),
-                    Ending::Reject => JobResult::rejected_final((), usage),
+        let (probe, overages, violations, clock) = (
+            limiter.clone(),
+            overages.clone(),
+            violations.clone(),
+            clock.clone(),
+        );
+        let request = JobRequest::new(
+            format!("job-{i}"),
+            format!("t{}", job.job_type),
+            move |_: JobContext<Arc<str>>| {
+                if let Err(v) = check(&probe, &overages, clock.now()) {
+                    violations.lock().unwrap().push(v);
                 }
-            }
-        });
+                async move {
+                    tokio::time::sleep(Duration::from_millis(job.duration_ms)).await;
+                    match job.ending {
+                        Ending::Done => JobResult::done((), usage),
+                        Ending::Delegate => JobResult::rejected((), usage),
+                        Ending::Reject => JobResult::rejected_final((), usage),
+                    }
+                }
+            },
+        );
         handles.push(limiter.queue_job(request).map_err(|e| e.to_string())?);
     }
     for handle in handles {
@@ -193,11 +224,18 @@ async fn run(w: Workload) -> Result<(), String> {
     for model in &idle.models {
         if let Some(c) = model.concurrent_requests {
             if c.used != 0 {
-                return Err(format!("{} still has {} in flight after every job ended", model.model, c.used));
+                return Err(format!(
+                    "{} still has {} in flight after every job ended",
+                    model.model, c.used
+                ));
             }
         }
     }
-    if idle.job_types.iter().any(|t| t.in_flight != 0 || t.models.iter().any(|m| m.waiting != 0)) {
+    if idle
+        .job_types
+        .iter()
+        .any(|t| t.in_flight != 0 || t.models.iter().any(|m| m.waiting != 0))
+    {
         return Err("a job type still has jobs in flight or waiting".into());
     }
     limiter.stop(Duration::ZERO).await;

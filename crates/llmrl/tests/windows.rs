@@ -6,10 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{clock, elapsed_ms, pricing, sleeper, Recorder, Solo, Work};
+use common::{Recorder, Solo, Work, clock, elapsed_ms, pricing, sleeper};
 use llmrl::{Clock, JobRequest, JobTypeConfig, Limiter, ModelConfig, Usage};
 
-fn limiter(model: ModelConfig, job: JobTypeConfig<Solo>, clock: Clock, recorder: &Recorder) -> Limiter<Solo, Work> {
+fn limiter(
+    model: ModelConfig,
+    job: JobTypeConfig<Solo>,
+    clock: Clock,
+    recorder: &Recorder,
+) -> Limiter<Solo, Work> {
     Limiter::<Solo, Work>::builder(|Solo::Only| model.clone())
         .job_types(|Work::Job| job.clone())
         .on_event(recorder.listener(clock.clone()))
@@ -37,14 +42,30 @@ async fn minute_and_day_windows_reset_independently() {
     let clock = clock();
     let recorder = Recorder::default();
     let limiter = limiter(
-        ModelConfig::new(pricing()).tokens_per_minute(1_000).tokens_per_day(10_000),
+        ModelConfig::new(pricing())
+            .tokens_per_minute(1_000)
+            .tokens_per_day(10_000),
         // Long enough to wait for the next day.
-        JobTypeConfig::new().estimated_tokens(100).max_wait(Solo::Only, Duration::from_secs(2 * 86_400)),
+        JobTypeConfig::new()
+            .estimated_tokens(100)
+            .max_wait(Solo::Only, Duration::from_secs(2 * 86_400)),
         clock.clone(),
         &recorder,
     );
-    let request = |id: &str, n: u64| limiter.queue_job(JobRequest::new(id.to_string(), Work::Job, sleeper(Duration::ZERO, tokens(n))));
-    let starts = |id: &str| recorder.starts(id).into_iter().map(|(_, at)| at).collect::<Vec<_>>();
+    let request = |id: &str, n: u64| {
+        limiter.queue_job(JobRequest::new(
+            id.to_string(),
+            Work::Job,
+            sleeper(Duration::ZERO, tokens(n)),
+        ))
+    };
+    let starts = |id: &str| {
+        recorder
+            .starts(id)
+            .into_iter()
+            .map(|(_, at)| at)
+            .collect::<Vec<_>>()
+    };
 
     let _r1 = request("r1", 100); // second 0
     at(&clock, 10_000).await;
@@ -70,10 +91,10 @@ async fn minute_and_day_windows_reset_independently() {
     // 3 000 tokens so far today; six more full minutes and 999 bring the day to 9 999.
     for (i, minute) in (3..9).enumerate() {
         at(&clock, minute * 60_000 + 1_000).await;
-        let _ = request(&format!("fill-{i}"), 1_000);
+        let _filled = request(&format!("fill-{i}"), 1_000);
     }
     at(&clock, 9 * 60_000 + 1_000).await;
-    let _ = request("fill-last", 999);
+    let _filled = request("fill-last", 999);
     common::settle_tasks().await;
     let day = limiter.availability().models[0].tokens_per_day.unwrap();
     assert_eq!(day.used, 9_999);
@@ -83,9 +104,16 @@ async fn minute_and_day_windows_reset_independently() {
     common::settle_tasks().await;
     let minute = limiter.availability().models[0].tokens_per_minute.unwrap();
     assert_eq!(minute.used, 0, "the minute is free...");
-    assert!(starts("rn").is_empty(), "...but the day is not: 9 999 + 100 > 10 000");
+    assert!(
+        starts("rn").is_empty(),
+        "...but the day is not: 9 999 + 100 > 10 000"
+    );
     rn.await.unwrap();
-    assert_eq!(starts("rn"), vec![86_400_000], "runs when the UTC day rolls over");
+    assert_eq!(
+        starts("rn"),
+        vec![86_400_000],
+        "runs when the UTC day rolls over"
+    );
     limiter.stop(Duration::ZERO).await;
 }
 
@@ -99,10 +127,21 @@ async fn the_whole_estimate_must_fit_not_one_unit() {
         clock.clone(),
         &recorder,
     );
-    let _first = limiter.queue_job(JobRequest::new("first", Work::Job, sleeper(Duration::from_secs(5), tokens(600))));
-    let second = limiter.queue_job(JobRequest::new("second", Work::Job, sleeper(Duration::from_secs(5), tokens(600))));
+    let _first = limiter.queue_job(JobRequest::new(
+        "first",
+        Work::Job,
+        sleeper(Duration::from_secs(5), tokens(600)),
+    ));
+    let second = limiter.queue_job(JobRequest::new(
+        "second",
+        Work::Job,
+        sleeper(Duration::from_secs(5), tokens(600)),
+    ));
     common::settle_tasks().await;
-    assert!(recorder.starts("second").is_empty(), "400 tokens left, 600 estimated: waits");
+    assert!(
+        recorder.starts("second").is_empty(),
+        "400 tokens left, 600 estimated: waits"
+    );
     second.await.unwrap();
     assert_eq!(recorder.starts("second"), vec![("Only".into(), 60_000)]);
     limiter.stop(Duration::ZERO).await;
@@ -113,7 +152,9 @@ async fn refunds_count_only_within_the_reservation_window() {
     let clock = clock();
     let recorder = Recorder::default();
     let limiter = limiter(
-        ModelConfig::new(pricing()).tokens_per_minute(1_000).tokens_per_day(100_000),
+        ModelConfig::new(pricing())
+            .tokens_per_minute(1_000)
+            .tokens_per_day(100_000),
         JobTypeConfig::new().estimated_tokens(500),
         clock.clone(),
         &recorder,
@@ -121,12 +162,26 @@ async fn refunds_count_only_within_the_reservation_window() {
     let tpm = |l: &Limiter<Solo, Work>| l.availability().models[0].tokens_per_minute.unwrap().used;
     let tpd = |l: &Limiter<Solo, Work>| l.availability().models[0].tokens_per_day.unwrap().used;
     // Same window: 500 reserved, 200 used ⇒ 300 refunded at once.
-    limiter.queue_job(JobRequest::new("same", Work::Job, sleeper(Duration::from_secs(5), tokens(200)))).await.unwrap();
+    limiter
+        .queue_job(JobRequest::new(
+            "same",
+            Work::Job,
+            sleeper(Duration::from_secs(5), tokens(200)),
+        ))
+        .await
+        .unwrap();
     assert_eq!((tpm(&limiter), tpd(&limiter)), (200, 200));
     // Reserved at 50 s, settled at 70 s with 200: minute 0 is over and is not touched, and minute
     // 1 is not refunded for it; the day (same window) is.
     at(&clock, 50_000).await;
-    limiter.queue_job(JobRequest::new("across", Work::Job, sleeper(Duration::from_secs(20), tokens(200)))).await.unwrap();
+    limiter
+        .queue_job(JobRequest::new(
+            "across",
+            Work::Job,
+            sleeper(Duration::from_secs(20), tokens(200)),
+        ))
+        .await
+        .unwrap();
     assert_eq!((tpm(&limiter), tpd(&limiter)), (0, 400));
     limiter.stop(Duration::ZERO).await;
 }
@@ -145,17 +200,36 @@ async fn an_overage_is_charged_to_the_current_window_and_blocks_until_it_ends() 
     // Reserved at 50 s, used 1 300 and settled at 70 s: the 800 overage lands in minute 1,
     // where a 500-token job no longer fits.
     at(&clock, 50_000).await;
-    limiter.queue_job(JobRequest::new("across", Work::Job, sleeper(Duration::from_secs(20), tokens(1_300)))).await.unwrap();
+    limiter
+        .queue_job(JobRequest::new(
+            "across",
+            Work::Job,
+            sleeper(Duration::from_secs(20), tokens(1_300)),
+        ))
+        .await
+        .unwrap();
     assert_eq!(tpm(&limiter).used, 800);
-    let next = limiter.queue_job(JobRequest::new("next", Work::Job, sleeper(Duration::ZERO, tokens(1_700))));
+    let next = limiter.queue_job(JobRequest::new(
+        "next",
+        Work::Job,
+        sleeper(Duration::ZERO, tokens(1_700)),
+    ));
     next.await.unwrap();
     assert_eq!(recorder.starts("next"), vec![("Only".into(), 120_000)]);
     // Within its own window, that job's overage pushed the counter past the limit.
     let after = tpm(&limiter);
     assert_eq!((after.used, after.remaining), (1_700, 0));
-    let blocked = limiter.queue_job(JobRequest::new("blocked", Work::Job, sleeper(Duration::ZERO, tokens(10))));
+    let blocked = limiter.queue_job(JobRequest::new(
+        "blocked",
+        Work::Job,
+        sleeper(Duration::ZERO, tokens(10)),
+    ));
     blocked.await.unwrap();
-    assert_eq!(recorder.starts("blocked"), vec![("Only".into(), 180_000)], "nothing starts until the window ends");
+    assert_eq!(
+        recorder.starts("blocked"),
+        vec![("Only".into(), 180_000)],
+        "nothing starts until the window ends"
+    );
     limiter.stop(Duration::ZERO).await;
 }
 
@@ -169,10 +243,28 @@ async fn a_zero_estimate_is_unbounded_until_an_overage_pushes_the_counter_over()
         clock.clone(),
         &recorder,
     );
-    assert_eq!(limiter.availability().slots, None, "nothing bounds a 0-token job type");
-    limiter.queue_job(JobRequest::new("big", Work::Job, sleeper(Duration::ZERO, tokens(1_200)))).await.unwrap();
+    assert_eq!(
+        limiter.availability().slots,
+        None,
+        "nothing bounds a 0-token job type"
+    );
+    limiter
+        .queue_job(JobRequest::new(
+            "big",
+            Work::Job,
+            sleeper(Duration::ZERO, tokens(1_200)),
+        ))
+        .await
+        .unwrap();
     assert_eq!(limiter.availability().slots, Some(0));
-    limiter.queue_job(JobRequest::new("next", Work::Job, sleeper(Duration::ZERO, tokens(1)))).await.unwrap();
+    limiter
+        .queue_job(JobRequest::new(
+            "next",
+            Work::Job,
+            sleeper(Duration::ZERO, tokens(1)),
+        ))
+        .await
+        .unwrap();
     assert_eq!(recorder.starts("next"), vec![("Only".into(), 60_000)]);
     limiter.stop(Duration::ZERO).await;
 }

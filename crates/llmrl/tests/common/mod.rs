@@ -52,9 +52,22 @@ pub const fn pricing() -> Pricing {
 /// Something that happened, with the virtual time (ms since [`EPOCH_MS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seen {
-    Started { job: String, model: String, at: u64, attempt: u32 },
-    Escalated { job: String, from: String, at: u64 },
-    Delegated { job: String, from: String, at: u64 },
+    Started {
+        job: String,
+        model: String,
+        at: u64,
+        attempt: u32,
+    },
+    Escalated {
+        job: String,
+        from: String,
+        at: u64,
+    },
+    Delegated {
+        job: String,
+        from: String,
+        at: u64,
+    },
 }
 
 /// Records the limiter's job events in order.
@@ -68,7 +81,12 @@ impl Recorder {
         move |event| {
             let at = elapsed_ms(&clock);
             let entry = match event {
-                Event::Started { job_id, model, attempt, .. } => Seen::Started {
+                Event::Started {
+                    job_id,
+                    model,
+                    attempt,
+                    ..
+                } => Seen::Started {
                     job: job_id.to_string(),
                     model: model.to_string(),
                     at,
@@ -99,7 +117,9 @@ impl Recorder {
         self.all()
             .into_iter()
             .filter_map(|s| match s {
-                Seen::Started { job: j, model, at, .. } if j == job => Some((model, at)),
+                Seen::Started {
+                    job: j, model, at, ..
+                } if j == job => Some((model, at)),
                 _ => None,
             })
             .collect()
@@ -121,7 +141,10 @@ pub type BoxedResult<M> = Pin<Box<dyn Future<Output = JobResult<M, String>> + Se
 
 /// A job that runs for `run_for` (virtual time), then succeeds with the model it ran on as its
 /// value, reporting `usage`.
-pub fn sleeper<M>(run_for: Duration, usage: Usage) -> impl Fn(JobContext<M>) -> BoxedResult<M> + Send + 'static
+pub fn sleeper<M>(
+    run_for: Duration,
+    usage: Usage,
+) -> impl Fn(JobContext<M>) -> BoxedResult<M> + Send + 'static
 where
     M: Send + 'static,
 {
