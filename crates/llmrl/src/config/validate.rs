@@ -90,6 +90,15 @@ pub(crate) struct RatioAdjustmentSpec {
     pub(crate) min_ratio: f64,
 }
 
+/// A number as a person would write it: `1e300`, not three hundred digits.
+fn number(n: f64) -> String {
+    if n.is_finite() && n.abs() >= 1e16 {
+        format!("{n:e}")
+    } else {
+        n.to_string()
+    }
+}
+
 struct Validator {
     problems: Vec<Problem>,
 }
@@ -104,10 +113,10 @@ impl Validator {
     }
 
     fn unknown(&mut self, keys: &[&str], unknown: &Unknown) {
-        for key in unknown.keys() {
+        for (key, value) in unknown {
             let mut path = keys.to_vec();
             path.push(key);
-            self.problem(&path, "", "is not a known setting");
+            self.problem(&path, value, "is not a known setting");
         }
     }
 
@@ -130,7 +139,7 @@ impl Validator {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked above
             return Some(n as u64);
         };
-        self.problem(keys, n, message);
+        self.problem(keys, number(n), message);
         None
     }
 
@@ -306,10 +315,11 @@ pub(crate) fn validate(config: &Config) -> Result<Spec, ConfigError> {
         let mut max_wait = vec![WaitBound::NextMinute; models.len()];
         for (model, value) in &job.max_wait {
             let keys = ["job_types", name.as_str(), "max_wait", model.as_str()];
+            let wait = v.duration(&keys, Some(value));
             match index_of(model) {
-                None => v.problem(&keys, "", "is not a configured model"),
+                None => v.problem(&keys, value, "is not a configured model"),
                 Some(m) => {
-                    if let Some(d) = v.duration(&keys, Some(value)) {
+                    if let Some(d) = wait {
                         max_wait[m] = WaitBound::For(d);
                     }
                 }
@@ -369,7 +379,7 @@ pub(crate) fn validate(config: &Config) -> Result<Spec, ConfigError> {
     }
     if let Some(id) = &config.instance_id {
         if id.trim().is_empty() {
-            v.problem(&["instance_id"], "\"\"", "must not be empty");
+            v.problem(&["instance_id"], format!("{id:?}"), "must not be empty");
         }
     }
 
@@ -535,6 +545,21 @@ fn warnings(spec: &Spec) -> Vec<String> {
         };
         for &m in &spec.order {
             let model = &spec.models[m];
+            if let Some(cap) = model.concurrency {
+                let part = crate::slots::entitlement(
+                    job.ratio,
+                    cap,
+                    1,
+                    model.min_capacity,
+                    model.max_capacity,
+                );
+                if part < u128::from(RATIO_ONE) {
+                    out.push(format!(
+                        "job type {:?} cannot start on model {:?} with one instance: its part of max_concurrent_requests ({cap}) is below one job; {nature}",
+                        job.name, model.name
+                    ));
+                }
+            }
             for limit in WindowLimit::ALL {
                 let (Some(cap), estimate) = (model.limits[limit.index()], job.estimate(limit))
                 else {
