@@ -16,8 +16,22 @@ pub struct Availability<M, J> {
     pub job_types: Vec<JobTypeAvailability<M, J>>,
     /// Per model, in declaration order.
     pub models: Vec<ModelAvailability<M>>,
+    /// The process memory budget, when some job type estimates memory.
+    pub memory: Option<MemoryAvailability>,
     /// Live instances sharing the models' limits (1 when alone).
     pub instances: usize,
+}
+
+/// The process memory budget (shared by every limiter in the process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryAvailability {
+    /// The budget in KB (fixed, or measured × `free_memory_ratio`).
+    pub total_kb: u64,
+    /// What no job of any limiter in the process holds.
+    pub free_kb: u64,
+    /// What this limiter's running jobs hold.
+    pub held_kb: u64,
 }
 
 /// One job type's share of the instance.
@@ -34,6 +48,8 @@ pub struct JobTypeAvailability<M, J> {
     pub flexible: bool,
     /// Jobs of this type running now.
     pub in_flight: u64,
+    /// Memory its running jobs hold, in KB.
+    pub memory_kb: u64,
     /// The same per model, in declaration order.
     pub models: Vec<JobTypeOnModel<M>>,
 }

@@ -1,5 +1,6 @@
 //! The shared state behind both faces of a limiter: the engine under a mutex, the clock, the
-//! registry of job tasks and the timer task that rolls windows.
+//! registry of job tasks and the timer task that rolls windows, adjusts ratios and re-measures
+//! memory.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -15,11 +16,13 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::availability::Availability;
 use crate::clock::{Clock, Timestamp};
-use crate::config::{Spec, WaitBound};
+use crate::config::{RATIO_ONE, Spec, WaitBound};
 use crate::engine::{Adjustment, Arrival, Engine, Grant, Reservation};
 use crate::error::BuildError;
 use crate::event::{Event, Listener, UsageAdjustment};
 use crate::job::JobId;
+use crate::memory::{Membership, MemoryPool, MemoryWatcher};
+use crate::notify::{Deliveries, RelativeAdjustment, SlotsChangeReason};
 use crate::usage::Usage;
 use crate::window::Window;
 
@@ -33,6 +36,18 @@ pub(crate) enum Acquire {
     Closed,
 }
 
+/// Turns an engine whose slots changed into a delivery for the user's callback, naming models
+/// and job types the way the limiter's face does. Runs under the engine lock; the delivery runs
+/// after it is released.
+pub(crate) type SlotsHook = Box<
+    dyn Fn(&mut Engine, SlotsChangeReason, Option<RelativeAdjustment>) -> Box<dyn FnOnce() + Send>
+        + Send
+        + Sync,
+>;
+
+/// Builds a [`SlotsHook`] once the configuration is validated (names are known).
+pub(crate) type SlotsHookFactory = Box<dyn FnOnce(&Spec) -> SlotsHook + Send>;
+
 pub(crate) struct Core {
     pub(crate) spec: Spec,
     pub(crate) clock: Clock,
@@ -44,20 +59,93 @@ pub(crate) struct Core {
     stopping: AtomicBool,
     runtime: Handle,
     listener: Option<Listener>,
+    slots_hook: Option<SlotsHook>,
+    deliveries: Deliveries,
+    memory: Mutex<Option<Membership>>,
     /// Stops the timer task: dropping the sender (with the core) stops it too.
     driver: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
-fn wake_all(wake: Vec<Waker>) {
-    for waker in wake {
-        waker.wake();
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; if user code somehow did, the state is still
+    // consistent between operations.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One operation on the engine. When it ends (drops) the lock is released first, then waiters
+/// are woken, the slots callback is told, and other limiters hear about returned memory.
+struct Session<'a> {
+    core: &'a Core,
+    engine: Option<MutexGuard<'a, Engine>>,
+    wake: Vec<Waker>,
+    adjustment: Option<RelativeAdjustment>,
+    memory_released: u64,
+}
+
+impl std::ops::Deref for Session<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("engine taken before drop"))
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The engine never panics while holding the lock; if user code somehow did, the state is
-    // still consistent between operations.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+impl std::ops::DerefMut for Session<'_> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        self.engine
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("engine taken before drop"))
+    }
+}
+
+impl Session<'_> {
+    /// Rolls windows to `now`, granting waiters if a window ended.
+    fn refresh(&mut self, now: Timestamp) {
+        let mut wake = std::mem::take(&mut self.wake);
+        if self.engine_mut().refresh(now) {
+            self.engine_mut().grant(None, &mut wake);
+        }
+        self.wake = wake;
+    }
+
+    fn grant(&mut self, model: Option<usize>) {
+        let mut wake = std::mem::take(&mut self.wake);
+        self.engine_mut().grant(model, &mut wake);
+        self.wake = wake;
+    }
+
+    fn engine_mut(&mut self) -> &mut Engine {
+        self
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let Some(mut engine) = self.engine.take() else {
+            return;
+        };
+        let mut notify = false;
+        if let Some(hook) = &self.core.slots_hook {
+            if let Some(reason) = engine.slots_changed(self.adjustment.is_some()) {
+                let delivery = hook(&mut engine, reason, self.adjustment);
+                self.core.deliveries.push(delivery);
+                notify = true;
+            }
+        }
+        drop(engine);
+        for waker in self.wake.drain(..) {
+            waker.wake();
+        }
+        if notify {
+            self.core.deliveries.run();
+        }
+        if self.memory_released > 0 {
+            if let Some(membership) = lock(&self.core.memory).as_ref() {
+                MemoryPool::global().tell_others(membership.id());
+            }
+        }
+    }
 }
 
 impl Core {
@@ -65,6 +153,7 @@ impl Core {
         spec: Spec,
         clock: Clock,
         listener: Option<Listener>,
+        slots_hook: Option<SlotsHookFactory>,
     ) -> Result<Arc<Self>, BuildError> {
         let runtime = Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let now = clock.now();
@@ -72,11 +161,10 @@ impl Core {
             .instance_id
             .clone()
             .unwrap_or_else(crate::instance::generate_id);
-        for warning in &spec.warnings {
-            tracing::warn!(instance = %instance_id, "{warning}");
-        }
+        let uses_memory = spec.job_types.iter().any(|t| t.memory_kb > 0);
         let core = Arc::new(Self {
             engine: Mutex::new(Engine::new(&spec, now)),
+            slots_hook: slots_hook.map(|factory| factory(&spec)),
             spec,
             clock,
             instance_id,
@@ -85,18 +173,47 @@ impl Core {
             stopping: AtomicBool::new(false),
             runtime,
             listener,
+            deliveries: Deliveries::default(),
+            memory: Mutex::new(None),
             driver: Mutex::new(None),
         });
+        if uses_memory {
+            let watcher: Weak<dyn MemoryWatcher> = Arc::downgrade(&core) as Weak<Core>;
+            let membership = MemoryPool::global()
+                .join(&core.spec.memory, watcher, now)
+                .map_err(|conflict| BuildError::MemoryConflict {
+                    existing: conflict.existing.describe(),
+                    requested: core.spec.memory.describe(),
+                })?;
+            *lock(&core.memory) = Some(membership);
+        }
+        for warning in &core.spec.warnings {
+            tracing::warn!(instance = %core.instance_id, "{warning}");
+        }
+        if core.slots_hook.is_some() {
+            lock(&core.engine).baseline_slots();
+        }
         let (stop, stopped) = oneshot::channel();
-        let task = core
-            .runtime
-            .spawn(drive(Arc::downgrade(&core), core.clock.clone(), stopped));
+        let task = core.runtime.spawn(drive(
+            Arc::downgrade(&core),
+            core.clock.clone(),
+            core.spec.ratio_adjustment.interval,
+            uses_memory && core.spec.memory.max_memory_kb.is_none(),
+            core.spec.memory.recalculation_interval,
+            stopped,
+        ));
         *lock(&core.driver) = Some((stop, task));
         Ok(core)
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        lock(&self.engine)
+    fn session(&self) -> Session<'_> {
+        Session {
+            core: self,
+            engine: Some(lock(&self.engine)),
+            wake: Vec::new(),
+            adjustment: None,
+            memory_released: 0,
+        }
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -110,15 +227,19 @@ impl Core {
     /// granted to it meanwhile.
     pub(crate) async fn acquire(&self, model: usize, job_type: usize) -> Acquire {
         let now = self.clock.now();
-        let mut wake = Vec::new();
         let queued = {
-            let mut engine = self.engine();
-            if engine.refresh(now) {
-                engine.grant(None, &mut wake);
-            }
-            match engine.arrive(model, job_type) {
+            let mut session = self.session();
+            session.refresh(now);
+            match session.arrive(model, job_type) {
                 Arrival::Admitted(reservation) => Err(Acquire::Admitted(reservation)),
                 Arrival::Closed => Err(Acquire::Closed),
+                Arrival::Wait if session.never_fits_memory(job_type) => {
+                    tracing::warn!(
+                        job_type = %self.spec.job_types[job_type].name,
+                        "a job's memory estimate exceeds the whole process budget; not waiting"
+                    );
+                    Err(Acquire::TimedOut)
+                }
                 Arrival::Wait => match self.spec.job_types[job_type].max_wait[model] {
                     WaitBound::For(d) if d.is_zero() => Err(Acquire::TimedOut),
                     bound => {
@@ -128,12 +249,11 @@ impl Core {
                                 .next_boundary(now)
                                 .saturating_add(DEFAULT_WAIT_AFTER_BOUNDARY),
                         };
-                        Ok((engine.enqueue(model, job_type), deadline))
+                        Ok((session.enqueue(model, job_type), deadline))
                     }
                 },
             }
         };
-        wake_all(wake);
         let (key, deadline) = match queued {
             Ok(queued) => queued,
             Err(done) => return done,
@@ -145,7 +265,7 @@ impl Core {
         };
         let mut sleep = pin!(self.clock.sleep_until(deadline));
         let granted = poll_fn(|cx| {
-            if let Some(grant) = self.engine().poll_grant(key, cx.waker()) {
+            if let Some(grant) = lock(&self.engine).poll_grant(key, cx.waker()) {
                 return Poll::Ready(Some(grant));
             }
             sleep.as_mut().poll(cx).map(|()| None)
@@ -164,18 +284,43 @@ impl Core {
         let now = self.clock.now();
         let model = reservation.model;
         let job_type = reservation.job_type;
-        let mut wake = Vec::new();
         let mut adjustments = [None; 4];
+        let mut ratio_changes = Vec::new();
         {
-            let mut engine = self.engine();
-            let rolled = engine.refresh(now);
-            engine.settle(reservation, usage, now, &mut adjustments);
-            engine.grant(if rolled { None } else { Some(model) }, &mut wake);
+            let mut session = self.session();
+            session.refresh(now);
+            session.memory_released = session.settle(reservation, usage, now, &mut adjustments);
+            if adjustments.iter().any(Option::is_some) {
+                let mut relative = RelativeAdjustment::default();
+                for a in adjustments.iter().flatten() {
+                    relative.set(a.limit, a.charged);
+                }
+                session.adjustment = Some(relative);
+            }
+            if session.adjustment_due() {
+                ratio_changes = session.adjust_ratios();
+            }
+            let released = session.memory_released > 0;
+            session.grant(if released || !ratio_changes.is_empty() {
+                None
+            } else {
+                Some(model)
+            });
         }
-        wake_all(wake);
         for adjustment in adjustments.into_iter().flatten() {
             self.report_adjustment(job_id, model, job_type, adjustment);
         }
+        self.report_ratio_changes(&ratio_changes);
+    }
+
+    /// Gives back a reservation whose job never started.
+    fn unreserve(&self, reservation: Reservation) {
+        let now = self.clock.now();
+        let model = reservation.model;
+        let mut session = self.session();
+        session.memory_released = session.unreserve(reservation, now);
+        let released = session.memory_released > 0;
+        session.grant(if released { None } else { Some(model) });
     }
 
     fn report_adjustment(&self, job_id: &JobId, model: usize, job_type: usize, a: Adjustment) {
@@ -204,6 +349,24 @@ impl Core {
         });
     }
 
+    fn report_ratio_changes(&self, changes: &[(usize, u64, u64)]) {
+        #[allow(clippy::cast_precision_loss)] // ratios are at most 10^9
+        let fraction = |ppb: u64| ppb as f64 / RATIO_ONE as f64;
+        for &(job_type, from, to) in changes {
+            tracing::debug!(
+                job_type = %self.spec.job_types[job_type].name,
+                from = fraction(from),
+                to = fraction(to),
+                "ratio adjusted"
+            );
+            self.emit(|spec| Event::RatioChanged {
+                job_type: spec.job_types[job_type].name.clone(),
+                from: fraction(from),
+                to: fraction(to),
+            });
+        }
+    }
+
     /// A snapshot of what this instance can start now.
     pub(crate) fn availability<M, J>(
         &self,
@@ -211,16 +374,9 @@ impl Core {
         job_type_of: impl Fn(usize) -> J,
     ) -> Availability<M, J> {
         let now = self.clock.now();
-        let mut wake = Vec::new();
-        let snapshot = {
-            let mut engine = self.engine();
-            if engine.refresh(now) {
-                engine.grant(None, &mut wake);
-            }
-            engine.availability(model_of, job_type_of, |t| self.spec.job_types[t].flexible)
-        };
-        wake_all(wake);
-        snapshot
+        let mut session = self.session();
+        session.refresh(now);
+        session.availability(model_of, job_type_of)
     }
 
     /// Reports an event to the listener, if any; `make` runs only when someone listens.
@@ -230,17 +386,30 @@ impl Core {
         }
     }
 
-    /// Rolls windows and wakes whoever the new windows admit.
-    fn tick(&self) {
+    /// The timer's work: roll windows, adjust ratios on their cadence, measure memory.
+    fn tick(&self, adjust_ratios: bool, measure_memory: bool) {
         let now = self.clock.now();
-        let mut wake = Vec::new();
-        {
-            let mut engine = self.engine();
-            if engine.refresh(now) {
-                engine.grant(None, &mut wake);
+        let measured = measure_memory
+            && lock(&self.memory)
+                .as_ref()
+                .is_some_and(|m| MemoryPool::global().remeasure_if_due(now, Some(m.id())));
+        let ratio_changes = {
+            let mut session = self.session();
+            session.refresh(now);
+            let changes = if adjust_ratios {
+                session.adjust_ratios()
+            } else {
+                Vec::new()
+            };
+            if measured {
+                session.mark(crate::engine::MEMORY);
             }
-        }
-        wake_all(wake);
+            if measured || !changes.is_empty() {
+                session.grant(None);
+            }
+            changes
+        };
+        self.report_ratio_changes(&ratio_changes);
     }
 
     /// Spawns a job task, registered so that `stop()` can end it.
@@ -270,9 +439,12 @@ impl Core {
     /// aborts the rest and stops the timer task.
     pub(crate) async fn stop(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
-        let mut wake = Vec::new();
-        self.engine().close(&mut wake);
-        wake_all(wake);
+        {
+            let mut session = self.session();
+            let mut wake = std::mem::take(&mut session.wake);
+            session.close(&mut wake);
+            session.wake = wake;
+        }
         let deadline = self.clock.now().saturating_add(grace);
         self.drain(Some(deadline)).await;
         let running: Vec<AbortHandle> = lock(&self.tasks).iter().map(|(_, a)| a.clone()).collect();
@@ -285,14 +457,13 @@ impl Core {
             let _ = stop.send(());
             let _ = task.await;
         }
+        lock(&self.memory).take();
     }
 
     /// Waits until no job task is left, or until `deadline`.
     async fn drain(&self, deadline: Option<Timestamp>) {
-        let mut sleep = pin!(
-            self.clock
-                .sleep_until(deadline.unwrap_or(Timestamp::from_millis(u64::MAX)))
-        );
+        let far = Timestamp::from_millis(u64::MAX);
+        let mut sleep = pin!(self.clock.sleep_until(deadline.unwrap_or(far)));
         loop {
             let mut notified = pin!(self.drained.notified());
             notified.as_mut().enable();
@@ -307,6 +478,14 @@ impl Core {
     }
 }
 
+impl MemoryWatcher for Core {
+    fn memory_changed(&self) {
+        let mut session = self.session();
+        session.mark(crate::engine::MEMORY);
+        session.grant(None);
+    }
+}
+
 /// A job waiting in a queue; leaves it when dropped.
 struct Waiter<'a> {
     core: &'a Core,
@@ -318,45 +497,64 @@ impl Waiter<'_> {
     /// The wait bound passed: capacity that returns exactly now still counts (SPEC §10).
     fn time_out(&self, key: usize) -> Option<Grant> {
         let now = self.core.clock.now();
-        let mut wake = Vec::new();
-        let grant = {
-            let mut engine = self.core.engine();
-            let rolled = engine.refresh(now);
-            engine.grant(if rolled { None } else { Some(self.model) }, &mut wake);
-            engine.leave(key)
-        };
-        wake_all(wake);
-        grant
+        let mut session = self.core.session();
+        session.refresh(now);
+        session.grant(Some(self.model));
+        session.leave(key)
     }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let Some(key) = self.key else { return };
-        let now = self.core.clock.now();
-        let mut wake = Vec::new();
-        {
-            let mut engine = self.core.engine();
-            if let Some(Grant::Admitted(reservation)) = engine.leave(key) {
-                engine.unreserve(reservation, now);
-                engine.grant(Some(self.model), &mut wake);
-            }
+        let granted = lock(&self.core.engine).leave(key);
+        if let Some(Grant::Admitted(reservation)) = granted {
+            self.core.unreserve(reservation);
         }
-        wake_all(wake);
     }
 }
 
-/// The timer task: wakes at every minute boundary so waiters are admitted when a window rolls
-/// over even if no job finishes.
-async fn drive(core: Weak<Core>, clock: Clock, mut stop: oneshot::Receiver<()>) {
+/// The timer task: wakes at every minute boundary (so waiters are admitted when a window rolls
+/// over even if no job finishes), on the ratio adjustment cadence counted from build time, and
+/// when a measured memory budget is due.
+async fn drive(
+    core: Weak<Core>,
+    clock: Clock,
+    ratio_interval: Duration,
+    measure_memory: bool,
+    memory_interval: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let start = clock.now();
+    let mut next_ratio = (!ratio_interval.is_zero()).then(|| start.saturating_add(ratio_interval));
+    let mut next_memory = measure_memory.then(|| start.saturating_add(memory_interval));
     loop {
-        let next = Window::Minute.next_boundary(clock.now());
+        let now = clock.now();
+        let next = [
+            Some(Window::Minute.next_boundary(now)),
+            next_ratio,
+            next_memory,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Window::Minute.next_boundary(now));
         tokio::select! {
             biased;
             _ = &mut stop => return,
             () = clock.sleep_until(next) => {}
         }
+        let now = clock.now();
+        let adjust = next_ratio.is_some_and(|at| at <= now);
+        if adjust {
+            // A fixed cadence: the next tick is counted from the schedule, not from now.
+            next_ratio = next_ratio.map(|at| at.saturating_add(ratio_interval));
+        }
+        let measure = next_memory.is_some_and(|at| at <= now);
+        if measure {
+            next_memory = Some(now.saturating_add(memory_interval));
+        }
         let Some(core) = core.upgrade() else { return };
-        core.tick();
+        core.tick(adjust, measure);
     }
 }

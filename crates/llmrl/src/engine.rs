@@ -13,10 +13,14 @@ use std::task::Waker;
 use slab::Slab;
 
 use crate::availability::{
-    Availability, JobTypeAvailability, JobTypeOnModel, ModelAvailability, Remaining,
+    Availability, JobTypeAvailability, JobTypeOnModel, MemoryAvailability, ModelAvailability,
+    Remaining,
 };
 use crate::clock::Timestamp;
-use crate::config::Spec;
+use crate::config::{RATIO_ONE, RatioAdjustmentSpec, Spec};
+use crate::memory::MemoryPool;
+use crate::notify::SlotsChangeReason;
+use crate::ratio::{self, TypeLoad};
 use crate::slots::{self, UNBOUNDED};
 use crate::usage::Usage;
 use crate::window::{Window, WindowLimit};
@@ -25,6 +29,10 @@ use crate::window::{Window, WindowLimit};
 pub(crate) const CONCURRENCY: usize = 4;
 /// Window limits plus concurrency.
 pub(crate) const RESOURCES: usize = 5;
+/// Bit of memory in the dirty mask (after the five resources).
+pub(crate) const MEMORY: usize = 5;
+/// Bit of the fleet's share in the dirty mask.
+pub(crate) const DISTRIBUTED: usize = 6;
 
 /// Capacity taken for one job on one model; turned back by [`Engine::settle`] or
 /// [`Engine::unreserve`]. Plain data: the RAII guard lives in the job task.
@@ -34,6 +42,7 @@ pub(crate) struct Reservation {
     pub(crate) job_type: usize,
     minute: u64,
     day: u64,
+    memory_kb: u64,
 }
 
 /// What happened to a new arrival.
@@ -90,10 +99,27 @@ struct Waiter {
     state: WaitState,
 }
 
+/// This limiter's part of the process memory pool, per job type.
+struct MemoryUse {
+    pool: &'static MemoryPool,
+    /// KB held by running jobs, per job type.
+    held: Vec<u64>,
+}
+
 pub(crate) struct Engine {
     /// Estimates per job type, indexed like the resources (concurrency: 1).
     estimates: Vec<[u64; RESOURCES]>,
+    memory_kb: Vec<u64>,
     ratios: Vec<u64>,
+    flexible: Vec<bool>,
+    adjustment: RatioAdjustmentSpec,
+    /// Settlements since the last ratio adjustment.
+    releases: u64,
+    memory: Option<MemoryUse>,
+    /// Resources changed since the last slot check, one bit each (see [`SlotsChangeReason`]).
+    dirty: u8,
+    /// Slots per (model, type), then per type, at the last check.
+    last_slots: Vec<u64>,
     models: Vec<ModelState>,
     job_types: usize,
     minute: u64,
@@ -152,9 +178,20 @@ impl Engine {
             })
             .collect();
         let queues = spec.models.len() * job_types;
+        let memory_kb: Vec<u64> = spec.job_types.iter().map(|t| t.memory_kb).collect();
         let mut engine = Self {
             estimates: estimates_of(spec),
+            memory: memory_kb.iter().any(|&kb| kb > 0).then(|| MemoryUse {
+                pool: MemoryPool::global(),
+                held: vec![0; job_types],
+            }),
+            memory_kb,
             ratios: spec.job_types.iter().map(|t| t.ratio).collect(),
+            flexible: spec.job_types.iter().map(|t| t.flexible).collect(),
+            adjustment: spec.ratio_adjustment.clone(),
+            releases: 0,
+            dirty: 0,
+            last_slots: Vec::new(),
             models,
             job_types,
             minute: Window::Minute.index_at(now),
@@ -214,6 +251,9 @@ impl Engine {
                     .filter(|l| l.window() == window)
                 {
                     let resource = &mut model.resources[limit.index()];
+                    if resource.limit.is_some() && resource.used > 0 {
+                        self.dirty |= 1 << limit.index();
+                    }
                     resource.used = 0;
                     resource.by_type.fill(0);
                 }
@@ -241,6 +281,36 @@ impl Engine {
                 *best = (*best).min(n);
             }
         }
+        if self.memory.is_some() {
+            for t in 0..self.job_types {
+                self.out[t] = self.out[t].min(self.memory_slots(t));
+            }
+        }
+    }
+
+    /// Jobs of `job_type` whose memory fits (SPEC §6.3): its ratio of the process budget less
+    /// what it holds, and never more than the process has free.
+    fn memory_slots(&self, job_type: usize) -> u64 {
+        let (Some(memory), estimate) = (&self.memory, self.memory_kb[job_type]) else {
+            return UNBOUNDED;
+        };
+        if estimate == 0 {
+            return UNBOUNDED;
+        }
+        let (total, free) = memory.pool.figures();
+        let part = slots::part(
+            u128::from(self.ratios[job_type]) * u128::from(total),
+            memory.held[job_type],
+        ) / u128::from(RATIO_ONE);
+        let kb = part.min(u128::from(free));
+        u64::try_from(kb / u128::from(estimate)).unwrap_or(UNBOUNDED)
+    }
+
+    /// Whether a job of `job_type` could never fit the whole process budget.
+    pub(crate) fn never_fits_memory(&self, job_type: usize) -> bool {
+        self.memory
+            .as_ref()
+            .is_some_and(|m| self.memory_kb[job_type] > m.pool.figures().0)
     }
 
     /// Slots of `job_type` on `model` now.
@@ -249,22 +319,63 @@ impl Engine {
         self.out[job_type]
     }
 
-    fn fits(&mut self, model: usize, job_type: usize) -> bool {
-        !self.closed && self.slots(model, job_type) >= 1
-    }
-
-    fn reserve(&mut self, model: usize, job_type: usize) -> Reservation {
+    /// Reserves one job of `job_type` on `model` if it fits: its slot, then its memory from the
+    /// process pool (which other limiters share, so it is taken last).
+    fn try_reserve(&mut self, model: usize, job_type: usize) -> Option<Reservation> {
+        if self.closed || self.slots(model, job_type) == 0 {
+            return None;
+        }
+        let memory_kb = self.memory_kb[job_type];
+        if let Some(memory) = &mut self.memory {
+            if memory_kb > 0 {
+                if !memory.pool.try_take(memory_kb) {
+                    return None;
+                }
+                memory.held[job_type] += memory_kb;
+                self.dirty |= 1 << MEMORY;
+            }
+        }
         let estimates = self.estimates[job_type];
         for (r, resource) in self.models[model].resources.iter_mut().enumerate() {
             resource.used = resource.used.saturating_add(estimates[r]);
             resource.by_type[job_type] = resource.by_type[job_type].saturating_add(estimates[r]);
+            if resource.limit.is_some() && estimates[r] > 0 {
+                self.dirty |= 1 << r;
+            }
         }
-        Reservation {
+        Some(Reservation {
             model,
             job_type,
             minute: self.minute,
             day: self.day,
+            memory_kb,
+        })
+    }
+
+    /// Dirty bits of the resources `model` limits.
+    fn limited(&self, model: usize) -> u8 {
+        self.models[model]
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.limit.is_some())
+            .fold(0, |bits, (r, _)| bits | 1 << r)
+    }
+
+    /// Gives a reservation's memory back to this limiter's part; returns the KB for the pool's
+    /// other members to hear about (after the engine lock is released).
+    fn release_memory(&mut self, reservation: &Reservation) -> u64 {
+        let Some(memory) = &mut self.memory else {
+            return 0;
+        };
+        if reservation.memory_kb == 0 {
+            return 0;
         }
+        let held = &mut memory.held[reservation.job_type];
+        *held = held.saturating_sub(reservation.memory_kb);
+        memory.pool.put_back(reservation.memory_kb);
+        self.dirty |= 1 << MEMORY;
+        reservation.memory_kb
     }
 
     /// A new job asks for `model`: admitted at once only if nobody of its (model, job type) is
@@ -273,11 +384,11 @@ impl Engine {
         if self.closed {
             return Arrival::Closed;
         }
-        if self.live[self.queue_of(model, job_type)] == 0 && self.fits(model, job_type) {
-            Arrival::Admitted(self.reserve(model, job_type))
-        } else {
-            Arrival::Wait
+        if self.live[self.queue_of(model, job_type)] > 0 {
+            return Arrival::Wait;
         }
+        self.try_reserve(model, job_type)
+            .map_or(Arrival::Wait, Arrival::Admitted)
     }
 
     const fn queue_of(&self, model: usize, job_type: usize) -> usize {
@@ -357,10 +468,9 @@ impl Engine {
                         self.waiters.remove(key);
                         continue;
                     }
-                    if !self.fits(m, t) {
+                    let Some(reservation) = self.try_reserve(m, t) else {
                         break;
-                    }
-                    let reservation = self.reserve(m, t);
+                    };
                     self.queues[queue].pop_front();
                     self.live[queue] -= 1;
                     self.waiting -= 1;
@@ -379,19 +489,23 @@ impl Engine {
     /// Replaces a reservation by actual usage (SPEC §4.2), or keeps the estimates when the usage
     /// is unknown (§4.3); frees the concurrency unit either way. Reports each window limit whose
     /// counter moved in `adjustments` (indexed like [`WindowLimit::ALL`]).
+    /// Returns the memory released, for the pool's other members.
     pub(crate) fn settle(
         &mut self,
         reservation: Reservation,
         actual: Option<&Usage>,
         now: Timestamp,
         adjustments: &mut [Option<Adjustment>; 4],
-    ) {
+    ) -> u64 {
         self.refresh(now);
+        let released = self.release_memory(&reservation);
+        self.releases += 1;
         let Reservation {
             model,
             job_type,
             minute,
             day,
+            ..
         } = reservation;
         let estimates = self.estimates[job_type];
         let (current_minute, current_day) = (self.minute, self.day);
@@ -424,6 +538,7 @@ impl Engine {
                     i128::from(overage)
                 };
                 if charged != 0 && resource.limit.is_some() {
+                    self.dirty |= 1 << r;
                     adjustments[r] = Some(Adjustment {
                         limit,
                         estimated,
@@ -435,14 +550,21 @@ impl Engine {
             }
         }
         let concurrency = &mut resources[CONCURRENCY];
+        if concurrency.limit.is_some() {
+            self.dirty |= 1 << CONCURRENCY;
+        }
         concurrency.used = concurrency.used.saturating_sub(1);
         concurrency.by_type[job_type] = concurrency.by_type[job_type].saturating_sub(1);
+        released
     }
 
     /// Gives a reservation back whole: the job never started (it was cancelled after being
     /// granted), so the provider was never called.
-    pub(crate) fn unreserve(&mut self, reservation: Reservation, now: Timestamp) {
+    /// Returns the memory released, for the pool's other members.
+    pub(crate) fn unreserve(&mut self, reservation: Reservation, now: Timestamp) -> u64 {
         self.refresh(now);
+        let released = self.release_memory(&reservation);
+        self.dirty |= self.limited(reservation.model);
         let estimates = self.estimates[reservation.job_type];
         let (current_minute, current_day) = (self.minute, self.day);
         for (r, resource) in self.models[reservation.model]
@@ -463,6 +585,7 @@ impl Engine {
                 *own = own.saturating_sub(estimates[r]);
             }
         }
+        released
     }
 
     /// Stops admitting; every waiter is woken with [`Grant::Closed`].
@@ -484,70 +607,189 @@ impl Engine {
         self.waiting = 0;
     }
 
+    /// Slots of every (model, type), `m * job_types + t`, followed by each type's total: the sum
+    /// over models, bounded by its memory slots.
+    fn all_slots(&mut self) -> Vec<u64> {
+        let cells = self.models.len() * self.job_types;
+        let mut all = vec![0; cells + self.job_types];
+        for m in 0..self.models.len() {
+            self.compute_slots(m);
+            for t in 0..self.job_types {
+                let n = self.out[t];
+                all[m * self.job_types + t] = n;
+                let total = &mut all[cells + t];
+                *total = if n == UNBOUNDED {
+                    UNBOUNDED
+                } else {
+                    total.saturating_add(n)
+                };
+            }
+        }
+        for t in 0..self.job_types {
+            all[cells + t] = all[cells + t].min(self.memory_slots(t));
+        }
+        all
+    }
+
+    /// Records that `bit`'s resource changed from outside (memory pool, fleet share).
+    pub(crate) fn mark(&mut self, bit: usize) {
+        self.dirty |= 1 << bit;
+    }
+
+    /// Whether enough settlements happened for a ratio adjustment.
+    pub(crate) const fn adjustment_due(&self) -> bool {
+        self.adjustment.releases_per_adjustment > 0
+            && self.releases >= self.adjustment.releases_per_adjustment
+    }
+
+    /// Adjusts flexible ratios to the types' loads (SPEC §6.2). Returns the types whose ratio
+    /// changed, with old and new ratios (parts per billion).
+    pub(crate) fn adjust_ratios(&mut self) -> Vec<(usize, u64, u64)> {
+        self.releases = 0;
+        if self.flexible.iter().filter(|&&f| f).count() < 2 {
+            return Vec::new();
+        }
+        let all = self.all_slots();
+        let cells = self.models.len() * self.job_types;
+        let loads: Vec<TypeLoad> = (0..self.job_types)
+            .map(|t| {
+                let slots = all[cells + t];
+                let in_flight: u64 = self
+                    .models
+                    .iter()
+                    .map(|m| m.resources[CONCURRENCY].by_type[t])
+                    .sum();
+                let waiting: u64 = (0..self.models.len())
+                    .map(|m| self.live[m * self.job_types + t] as u64)
+                    .sum();
+                TypeLoad {
+                    ratio: self.ratios[t],
+                    flexible: self.flexible[t],
+                    load: ratio::load(in_flight, waiting, (slots != UNBOUNDED).then_some(slots)),
+                }
+            })
+            .collect();
+        let Some(new) = ratio::adjust(&loads, &self.adjustment) else {
+            return Vec::new();
+        };
+        let changed: Vec<(usize, u64, u64)> = (0..self.job_types)
+            .filter(|&t| new[t] != self.ratios[t])
+            .map(|t| (t, self.ratios[t], new[t]))
+            .collect();
+        if !changed.is_empty() {
+            self.ratios = new;
+            self.recompute_entitlements();
+            for m in 0..self.models.len() {
+                self.dirty |= self.limited(m);
+            }
+            if self.memory.is_some() {
+                self.dirty |= 1 << MEMORY;
+            }
+        }
+        changed
+    }
+
+    /// Whether any slot count changed since the last check, and why: the settlement's
+    /// adjustment if it had one, else the first changed resource in priority order. Clears the
+    /// record of changes either way.
+    pub(crate) fn slots_changed(&mut self, adjusted: bool) -> Option<SlotsChangeReason> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let now = self.all_slots();
+        if now == self.last_slots {
+            return None;
+        }
+        let first_check = self.last_slots.is_empty();
+        self.last_slots = now;
+        if first_check {
+            return None;
+        }
+        if adjusted {
+            return Some(SlotsChangeReason::Adjustment);
+        }
+        let bit = (0..SlotsChangeReason::BY_RESOURCE.len()).find(|b| dirty & (1 << b) != 0);
+        Some(SlotsChangeReason::BY_RESOURCE[bit.unwrap_or(DISTRIBUTED)])
+    }
+
+    /// Starts slot-change detection from the current state.
+    pub(crate) fn baseline_slots(&mut self) {
+        self.dirty = 0;
+        self.last_slots = self.all_slots();
+    }
+
     /// A snapshot of what this instance can start, with models and job types named by the
     /// caller's face.
     pub(crate) fn availability<M, J>(
         &mut self,
         model_of: impl Fn(usize) -> M,
         job_type_of: impl Fn(usize) -> J,
-        flexible: impl Fn(usize) -> bool,
     ) -> Availability<M, J> {
         let bounded = |n: u64| (n != UNBOUNDED).then_some(n);
-        let sum = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.saturating_add(b));
-        let mut job_types: Vec<JobTypeAvailability<M, J>> = (0..self.job_types)
-            .map(|t| JobTypeAvailability {
-                job_type: job_type_of(t),
-                slots: Some(0),
-                #[allow(clippy::cast_precision_loss)] // ratios are at most 10^9
-                ratio: self.ratios[t] as f64 / crate::config::RATIO_ONE as f64,
-                flexible: flexible(t),
-                in_flight: 0,
-                models: Vec::with_capacity(self.models.len()),
+        let all = self.all_slots();
+        let cells = self.models.len() * self.job_types;
+        let job_types: Vec<JobTypeAvailability<M, J>> = (0..self.job_types)
+            .map(|t| {
+                let models: Vec<JobTypeOnModel<M>> = (0..self.models.len())
+                    .map(|m| JobTypeOnModel {
+                        model: model_of(m),
+                        slots: bounded(all[m * self.job_types + t]),
+                        in_flight: self.models[m].resources[CONCURRENCY].by_type[t],
+                        waiting: self.live[m * self.job_types + t] as u64,
+                    })
+                    .collect();
+                JobTypeAvailability {
+                    job_type: job_type_of(t),
+                    slots: bounded(all[cells + t]),
+                    #[allow(clippy::cast_precision_loss)] // ratios are at most 10^9
+                    ratio: self.ratios[t] as f64 / RATIO_ONE as f64,
+                    flexible: self.flexible[t],
+                    in_flight: models.iter().map(|m| m.in_flight).sum(),
+                    memory_kb: self.memory.as_ref().map_or(0, |m| m.held[t]),
+                    models,
+                }
             })
             .collect();
-        let mut models = Vec::with_capacity(self.models.len());
-        for m in 0..self.models.len() {
-            self.compute_slots(m);
-            let state = &self.models[m];
-            for (t, job_type) in job_types.iter_mut().enumerate() {
-                let slots = bounded(self.out[t]);
-                let in_flight = state.resources[CONCURRENCY].by_type[t];
-                job_type.slots = sum(job_type.slots, slots);
-                job_type.in_flight += in_flight;
-                job_type.models.push(JobTypeOnModel {
+        let models = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(m, state)| {
+                let remaining = |r: usize| {
+                    let resource = &state.resources[r];
+                    resource.limit.map(|limit| {
+                        let left = limit.saturating_sub(resource.used);
+                        Remaining {
+                            limit,
+                            used: resource.used,
+                            remaining: left,
+                            available: left,
+                        }
+                    })
+                };
+                ModelAvailability {
                     model: model_of(m),
-                    slots,
-                    in_flight,
-                    waiting: self.live[m * self.job_types + t] as u64,
-                });
+                    tokens_per_minute: remaining(WindowLimit::TokensPerMinute.index()),
+                    tokens_per_day: remaining(WindowLimit::TokensPerDay.index()),
+                    requests_per_minute: remaining(WindowLimit::RequestsPerMinute.index()),
+                    requests_per_day: remaining(WindowLimit::RequestsPerDay.index()),
+                    concurrent_requests: remaining(CONCURRENCY),
+                }
+            })
+            .collect();
+        let memory = self.memory.as_ref().map(|m| {
+            let (total_kb, free_kb) = m.pool.figures();
+            MemoryAvailability {
+                total_kb,
+                free_kb,
+                held_kb: m.held.iter().sum(),
             }
-            let remaining = |r: usize| {
-                let resource = &state.resources[r];
-                resource.limit.map(|limit| {
-                    let left = limit.saturating_sub(resource.used);
-                    Remaining {
-                        limit,
-                        used: resource.used,
-                        remaining: left,
-                        available: left,
-                    }
-                })
-            };
-            models.push(ModelAvailability {
-                model: model_of(m),
-                tokens_per_minute: remaining(WindowLimit::TokensPerMinute.index()),
-                tokens_per_day: remaining(WindowLimit::TokensPerDay.index()),
-                requests_per_minute: remaining(WindowLimit::RequestsPerMinute.index()),
-                requests_per_day: remaining(WindowLimit::RequestsPerDay.index()),
-                concurrent_requests: remaining(CONCURRENCY),
-            });
-        }
+        });
         Availability {
             slots: job_types
                 .iter()
                 .try_fold(0u64, |total, t| t.slots.map(|n| total.saturating_add(n))),
             job_types,
             models,
+            memory,
             instances: 1,
         }
     }

@@ -12,6 +12,18 @@ pub enum BuildError {
     /// `build()` was called outside a tokio runtime; the limiter needs one for its tasks.
     #[error("a limiter must be built inside a tokio runtime (its jobs and timers run there)")]
     NoRuntime,
+    /// Another limiter in this process already uses the process memory budget with other
+    /// settings; every limiter of a process shares one budget, so they must agree.
+    #[error(
+        "memory settings conflict: this process's limiters share one memory budget ({existing}), \
+         but this limiter asks for {requested}"
+    )]
+    MemoryConflict {
+        /// The budget's current settings.
+        existing: String,
+        /// This limiter's settings.
+        requested: String,
+    },
 }
 
 /// Queueing a job on a [`NamedLimiter`](crate::NamedLimiter) failed.

@@ -44,6 +44,15 @@ pub enum Event {
     },
     /// A settlement moved a window counter: actual usage differed from the estimate (SPEC §4.4).
     UsageAdjusted(UsageAdjustment),
+    /// A flexible job type's ratio moved (on this instance only).
+    RatioChanged {
+        /// The job type.
+        job_type: Arc<str>,
+        /// Its ratio before.
+        from: f64,
+        /// Its ratio now.
+        to: f64,
+    },
 }
 
 /// A job's actual usage differed from its estimate on one window limit.

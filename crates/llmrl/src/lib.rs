@@ -26,8 +26,11 @@ mod id;
 mod instance;
 mod job;
 mod limiter;
+mod memory;
 mod named;
+mod notify;
 mod outcome;
+mod ratio;
 mod run;
 mod slots;
 
@@ -36,7 +39,8 @@ mod usage;
 mod window;
 
 pub use crate::availability::{
-    Availability, JobTypeAvailability, JobTypeOnModel, ModelAvailability, Remaining,
+    Availability, JobTypeAvailability, JobTypeOnModel, MemoryAvailability, ModelAvailability,
+    Remaining,
 };
 pub use crate::clock::{Clock, Timestamp};
 pub use crate::config::{
@@ -49,6 +53,7 @@ pub use crate::id::{Id, JobType, ModelId, SingleModel};
 pub use crate::job::{JobContext, JobId, JobRequest, JobResult, NoCallback, OnComplete, OnError};
 pub use crate::limiter::{EscalationOrder, Limiter, LimiterBuilder, NoOrder, Ordered};
 pub use crate::named::{NamedLimiter, NamedLimiterBuilder};
+pub use crate::notify::{RelativeAdjustment, SlotsChangeReason};
 pub use crate::outcome::{Cause, Completion, JobError};
 pub use crate::usage::{Pricing, Usage, UsageEntry};
 pub use crate::window::{Window, WindowLimit};

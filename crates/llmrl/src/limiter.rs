@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use crate::availability::Availability;
 use crate::clock::Clock;
+use crate::config::Spec;
 use crate::config::{Config, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig};
-use crate::core::Core;
+use crate::core::{Core, SlotsHook, SlotsHookFactory};
+use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::event::{Event, Listener};
 use crate::handle::JobHandle;
 use crate::id::{JobType, ModelId, SingleModel};
 use crate::job::{JobContext, JobRequest, JobResult, OnComplete, OnError};
+use crate::notify::{RelativeAdjustment, SlotsChangeReason};
 use crate::run;
 
 /// A rate limiter for LLM jobs, typed by its model enum `M` and job type enum `J`.
@@ -152,6 +155,7 @@ impl<M: ModelId, J: JobType> Limiter<M, J> {
 pub(crate) struct Options {
     pub(crate) clock: Option<Clock>,
     pub(crate) listener: Option<Listener>,
+    pub(crate) slots_hook: Option<SlotsHookFactory>,
 }
 
 impl Options {
@@ -161,7 +165,37 @@ impl Options {
             validated.spec,
             self.clock.unwrap_or_else(Clock::system),
             self.listener,
+            self.slots_hook,
         )
+    }
+
+    /// Wraps the user's callback: snapshots are taken under the engine lock by `snapshot` (built
+    /// from the validated spec, naming models and job types the face's way) and delivered after
+    /// the lock is released.
+    pub(crate) fn slots_callback<M, J, S>(
+        &mut self,
+        callback: impl Fn(&Availability<M, J>, SlotsChangeReason, Option<&RelativeAdjustment>)
+        + Send
+        + Sync
+        + 'static,
+        snapshot: impl FnOnce(&Spec) -> S + Send + 'static,
+    ) where
+        M: Send + Sync + 'static,
+        J: Send + Sync + 'static,
+        S: Fn(&mut Engine) -> Availability<M, J> + Send + Sync + 'static,
+    {
+        let callback = Arc::new(callback);
+        self.slots_hook = Some(Box::new(move |spec: &Spec| {
+            let snapshot = snapshot(spec);
+            Box::new(
+                move |engine: &mut Engine, reason, adjustment: Option<RelativeAdjustment>| {
+                    let availability = snapshot(engine);
+                    let callback = callback.clone();
+                    Box::new(move || callback(&availability, reason, adjustment.as_ref()))
+                        as Box<dyn FnOnce() + Send>
+                },
+            ) as SlotsHook
+        }));
     }
 }
 
@@ -262,6 +296,23 @@ impl<M: ModelId, J: JobType, O> LimiterBuilder<M, J, O> {
     /// Listens to the limiter's [`Event`]s.
     pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.options.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Called every time any slot count of this instance changes (per job type, per model or in
+    /// total), with the new availability, why it changed and, for a settlement that moved the
+    /// counters, by how much. Called outside the limiter's locks, in order, one call at a time.
+    /// Without it, slots are never computed on the hot path.
+    pub fn on_available_slots_change(
+        mut self,
+        callback: impl Fn(&Availability<M, J>, SlotsChangeReason, Option<&RelativeAdjustment>)
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.options.slots_callback(callback, |_: &Spec| {
+            |engine: &mut Engine| engine.availability(|m| M::ALL[m], |t| J::ALL[t])
+        });
         self
     }
 

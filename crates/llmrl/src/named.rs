@@ -8,12 +8,15 @@ use std::time::Duration;
 use crate::availability::Availability;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::Spec;
 use crate::core::Core;
+use crate::engine::Engine;
 use crate::error::{BuildError, QueueError};
 use crate::event::Event;
 use crate::handle::JobHandle;
 use crate::job::{JobContext, JobRequest, JobResult, OnComplete, OnError};
 use crate::limiter::Options;
+use crate::notify::{RelativeAdjustment, SlotsChangeReason};
 use crate::run;
 
 /// A limiter whose models and job types are named by strings, built from a [`Config`].
@@ -154,6 +157,28 @@ impl NamedLimiterBuilder {
     /// Listens to the limiter's [`Event`]s.
     pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.options.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Called whenever a slot count changes; see
+    /// [`LimiterBuilder::on_available_slots_change`](crate::LimiterBuilder::on_available_slots_change).
+    pub fn on_available_slots_change(
+        mut self,
+        callback: impl Fn(
+            &Availability<Arc<str>, Arc<str>>,
+            SlotsChangeReason,
+            Option<&RelativeAdjustment>,
+        ) + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.options.slots_callback(callback, |spec: &Spec| {
+            let models: Vec<Arc<str>> = spec.models.iter().map(|m| m.name.clone()).collect();
+            let types: Vec<Arc<str>> = spec.job_types.iter().map(|t| t.name.clone()).collect();
+            move |engine: &mut Engine| {
+                engine.availability(|m| models[m].clone(), |t| types[t].clone())
+            }
+        });
         self
     }
 

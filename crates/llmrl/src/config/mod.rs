@@ -41,7 +41,7 @@ use crate::usage::Pricing;
 
 pub use duration::DurationValue;
 pub use problem::{ConfigError, Problem};
-pub(crate) use validate::{RATIO_ONE, Spec, WaitBound};
+pub(crate) use validate::{MemorySpec, RATIO_ONE, RatioAdjustmentSpec, Spec, WaitBound};
 
 /// Keys nobody recognised, kept so validation can name them all.
 type Unknown = IndexMap<String, serde_json::Value>;
@@ -371,8 +371,9 @@ impl<K: Eq + Hash> JobTypeConfig<K> {
     /// `Duration::ZERO` means never wait; without a call the default applies: until the next
     /// minute boundary plus 5 s.
     #[must_use]
-    pub fn max_wait(mut self, model: K, wait: Duration) -> Self {
-        self.max_wait.insert(model, DurationValue::from(wait));
+    pub fn max_wait(mut self, model: impl Into<K>, wait: Duration) -> Self {
+        self.max_wait
+            .insert(model.into(), DurationValue::from(wait));
         self
     }
 }

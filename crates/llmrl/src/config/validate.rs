@@ -23,7 +23,6 @@ pub(crate) struct Spec {
     /// Model indices in escalation order.
     pub(crate) order: Vec<usize>,
     pub(crate) memory: MemorySpec,
-    #[allow(dead_code)] // read by the ratio adjuster
     pub(crate) ratio_adjustment: RatioAdjustmentSpec,
     pub(crate) instance_id: Option<String>,
     pub(crate) warnings: Vec<String>,
@@ -78,6 +77,19 @@ pub(crate) struct MemorySpec {
     pub(crate) max_memory_kb: Option<u64>,
     pub(crate) free_memory_ratio: f64,
     pub(crate) recalculation_interval: Duration,
+}
+
+impl MemorySpec {
+    /// The settings as a person would write them, for errors.
+    pub(crate) fn describe(&self) -> String {
+        match self.max_memory_kb {
+            Some(kb) => format!("max_memory_kb = {kb}"),
+            None => format!(
+                "measured, free_memory_ratio = {}, recalculation_interval = {:?}",
+                self.free_memory_ratio, self.recalculation_interval
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
