@@ -307,6 +307,12 @@ impl Core {
                 Some(model)
             });
         }
+        tracing::trace!(
+            job_id = %job_id,
+            model = %self.spec.models[model].name,
+            known_usage = usage.is_some(),
+            "settled"
+        );
         for adjustment in adjustments.into_iter().flatten() {
             self.report_adjustment(job_id, model, job_type, adjustment);
         }

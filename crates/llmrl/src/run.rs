@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::config::Spec;
 use crate::core::{Acquire, Core};
@@ -58,9 +59,15 @@ where
         None
     } else {
         let id = job_id.clone();
+        let span = tracing::debug_span!(
+            "llmrl.job",
+            job_id = %job_id,
+            job_type = %core.spec.job_types[job_type].name,
+            instance = %core.instance_id,
+        );
         Some(core.spawn_job(|task| {
             let run = Run::new(core.clone(), Some(task), id, model_of, ending);
-            run_job(run, job_type, job, args)
+            run_job(run, job_type, job, args).instrument(span)
         }))
     };
     JobHandle::new(receiver, abort, job_id)
@@ -235,7 +242,10 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
         let reservation = match core.acquire(model, job_type).await {
             Acquire::Admitted(reservation) => reservation,
             Acquire::TimedOut => {
-                tracing::debug!(job_id = %run.job_id, model = %core.spec.models[model].name, "no capacity within max_wait; escalating");
+                tracing::debug!(
+                    model = %core.spec.models[model].name,
+                    "wait bound reached without capacity; escalating to the next model"
+                );
                 core.emit(|spec| Event::Escalated {
                     job_id: run.job_id.clone(),
                     job_type: spec.job_types[job_type].name.clone(),
