@@ -2,6 +2,7 @@
 //! registry of job tasks and the timer task that rolls windows, adjusts ratios and re-measures
 //! memory.
 
+use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,46 @@ pub(crate) enum Acquire {
     Closed,
 }
 
+/// A job waiting in a (model, job type) queue until `deadline`.
+pub(crate) struct Queued {
+    model: usize,
+    key: usize,
+    deadline: Timestamp,
+}
+
+/// Identifies a job task in the registry; `seq` tells a reused slot from the original.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TaskKey {
+    index: usize,
+    seq: u64,
+}
+
+enum TaskState {
+    Running {
+        abort: AbortHandle,
+        /// A handle may still want the outcome if the task is dropped.
+        watched: bool,
+    },
+    /// The task was dropped before its job ended; the outcome waits here for its handle.
+    Dropped(Box<dyn Any + Send>),
+}
+
+#[derive(Default)]
+struct Tasks {
+    slab: Slab<(u64, TaskState)>,
+    next_seq: u64,
+    running: usize,
+}
+
+impl Tasks {
+    fn entry(&mut self, key: TaskKey) -> Option<&mut TaskState> {
+        self.slab
+            .get_mut(key.index)
+            .filter(|(seq, _)| *seq == key.seq)
+            .map(|(_, state)| state)
+    }
+}
+
 /// Turns an engine whose slots changed into a delivery for the user's callback, naming models
 /// and job types the way the limiter's face does. Runs under the engine lock; the delivery runs
 /// after it is released.
@@ -53,8 +94,8 @@ pub(crate) struct Core {
     pub(crate) clock: Clock,
     pub(crate) instance_id: String,
     engine: Mutex<Engine>,
-    /// Abort handles of live job tasks, so `stop()` can end them.
-    tasks: Mutex<Slab<AbortHandle>>,
+    /// Live job tasks, so `stop()` can end them, and outcomes of dropped ones for their handles.
+    tasks: Mutex<Tasks>,
     drained: Notify,
     stopping: AtomicBool,
     runtime: Handle,
@@ -168,7 +209,7 @@ impl Core {
             spec,
             clock,
             instance_id,
-            tasks: Mutex::new(Slab::new()),
+            tasks: Mutex::new(Tasks::default()),
             drained: Notify::new(),
             stopping: AtomicBool::new(false),
             runtime,
@@ -220,44 +261,51 @@ impl Core {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Capacity for one job of `job_type` on `model`: at once, or after waiting up to the job
-    /// type's `max_wait` for that model in FIFO order.
+    /// Capacity for one job of `job_type` on `model` now, or where to wait for it.
+    pub(crate) fn arrive(&self, model: usize, job_type: usize) -> Result<Acquire, Queued> {
+        let now = self.clock.now();
+        let mut session = self.session();
+        session.refresh(now);
+        match session.arrive(model, job_type) {
+            Arrival::Admitted(reservation) => Ok(Acquire::Admitted(reservation)),
+            Arrival::Closed => Ok(Acquire::Closed),
+            Arrival::Wait if session.never_fits_memory(job_type) => {
+                tracing::warn!(
+                    job_type = %self.spec.job_types[job_type].name,
+                    "a job's memory estimate exceeds the whole process budget; not waiting"
+                );
+                Ok(Acquire::TimedOut)
+            }
+            Arrival::Wait => match self.spec.job_types[job_type].max_wait[model] {
+                WaitBound::For(d) if d.is_zero() => Ok(Acquire::TimedOut),
+                bound => {
+                    let deadline = match bound {
+                        WaitBound::For(d) => now.saturating_add(d),
+                        WaitBound::NextMinute => Window::Minute
+                            .next_boundary(now)
+                            .saturating_add(DEFAULT_WAIT_AFTER_BOUNDARY),
+                    };
+                    Err(Queued {
+                        model,
+                        key: session.enqueue(model, job_type),
+                        deadline,
+                    })
+                }
+            },
+        }
+    }
+
+    /// Waits in the queue [`Core::arrive`] put the job in, until capacity is granted or the
+    /// deadline passes.
     ///
     /// Cancel safe: dropped while waiting, the waiter leaves its queue and gives back anything
     /// granted to it meanwhile.
-    pub(crate) async fn acquire(&self, model: usize, job_type: usize) -> Acquire {
-        let now = self.clock.now();
-        let queued = {
-            let mut session = self.session();
-            session.refresh(now);
-            match session.arrive(model, job_type) {
-                Arrival::Admitted(reservation) => Err(Acquire::Admitted(reservation)),
-                Arrival::Closed => Err(Acquire::Closed),
-                Arrival::Wait if session.never_fits_memory(job_type) => {
-                    tracing::warn!(
-                        job_type = %self.spec.job_types[job_type].name,
-                        "a job's memory estimate exceeds the whole process budget; not waiting"
-                    );
-                    Err(Acquire::TimedOut)
-                }
-                Arrival::Wait => match self.spec.job_types[job_type].max_wait[model] {
-                    WaitBound::For(d) if d.is_zero() => Err(Acquire::TimedOut),
-                    bound => {
-                        let deadline = match bound {
-                            WaitBound::For(d) => now.saturating_add(d),
-                            WaitBound::NextMinute => Window::Minute
-                                .next_boundary(now)
-                                .saturating_add(DEFAULT_WAIT_AFTER_BOUNDARY),
-                        };
-                        Ok((session.enqueue(model, job_type), deadline))
-                    }
-                },
-            }
-        };
-        let (key, deadline) = match queued {
-            Ok(queued) => queued,
-            Err(done) => return done,
-        };
+    pub(crate) async fn wait(&self, queued: Queued) -> Acquire {
+        let Queued {
+            model,
+            key,
+            deadline,
+        } = queued;
         let mut waiter = Waiter {
             core: self,
             model,
@@ -419,25 +467,87 @@ impl Core {
     }
 
     /// Spawns a job task, registered so that `stop()` can end it.
-    pub(crate) fn spawn_job<Fut>(&self, task: impl FnOnce(usize) -> Fut) -> AbortHandle
+    pub(crate) fn spawn_job<Fut>(
+        &self,
+        task: impl FnOnce(TaskKey) -> Fut,
+    ) -> (TaskKey, JoinHandle<Fut::Output>)
     where
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
     {
         let mut tasks = lock(&self.tasks);
-        let entry = tasks.vacant_entry();
-        let key = entry.key();
+        let seq = tasks.next_seq;
+        tasks.next_seq += 1;
+        let entry = tasks.slab.vacant_entry();
+        let key = TaskKey {
+            index: entry.key(),
+            seq,
+        };
         // Spawning under the lock: the task cannot deregister before it is registered.
         let handle = self.runtime.spawn(task(key));
-        entry.insert(handle.abort_handle());
-        handle.abort_handle()
+        entry.insert((
+            seq,
+            TaskState::Running {
+                abort: handle.abort_handle(),
+                watched: true,
+            },
+        ));
+        tasks.running += 1;
+        (key, handle)
     }
 
-    /// A job task ended (or was dropped).
-    pub(crate) fn job_ended(&self, key: usize) {
-        let mut tasks = lock(&self.tasks);
-        tasks.try_remove(key);
-        if tasks.is_empty() && self.is_stopping() {
+    fn task_left(&self, tasks: &mut Tasks) {
+        tasks.running -= 1;
+        if tasks.running == 0 && self.is_stopping() {
             self.drained.notify_waiters();
+        }
+    }
+
+    /// A job task ended with its outcome (which its `JoinHandle` carries).
+    pub(crate) fn job_ended(&self, key: TaskKey) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.entry(key).is_some() {
+            tasks.slab.remove(key.index);
+            self.task_left(&mut tasks);
+        }
+    }
+
+    /// A job task was dropped (cancelled, or the limiter stopped) before its job ended: keeps
+    /// `outcome` for the job's handle, unless nobody holds one.
+    pub(crate) fn job_dropped(&self, key: TaskKey, outcome: Box<dyn Any + Send>) {
+        let mut tasks = lock(&self.tasks);
+        let Some(state) = tasks.entry(key) else {
+            return;
+        };
+        if matches!(state, TaskState::Running { watched: true, .. }) {
+            *state = TaskState::Dropped(outcome);
+        } else {
+            tasks.slab.remove(key.index);
+        }
+        self.task_left(&mut tasks);
+    }
+
+    /// The outcome a dropped task left for its handle.
+    pub(crate) fn take_outcome(&self, key: TaskKey) -> Option<Box<dyn Any + Send>> {
+        let mut tasks = lock(&self.tasks);
+        if !matches!(tasks.entry(key), Some(TaskState::Dropped(_))) {
+            return None;
+        }
+        match tasks.slab.remove(key.index).1 {
+            TaskState::Dropped(outcome) => Some(outcome),
+            TaskState::Running { .. } => None,
+        }
+    }
+
+    /// A job's handle is gone before the job's outcome was read.
+    pub(crate) fn handle_dropped(&self, key: TaskKey) {
+        let mut tasks = lock(&self.tasks);
+        match tasks.entry(key) {
+            Some(TaskState::Running { watched, .. }) => *watched = false,
+            Some(TaskState::Dropped(_)) => {
+                tasks.slab.remove(key.index);
+            }
+            None => {}
         }
     }
 
@@ -453,7 +563,14 @@ impl Core {
         }
         let deadline = self.clock.now().saturating_add(grace);
         self.drain(Some(deadline)).await;
-        let running: Vec<AbortHandle> = lock(&self.tasks).iter().map(|(_, a)| a.clone()).collect();
+        let running: Vec<AbortHandle> = lock(&self.tasks)
+            .slab
+            .iter()
+            .filter_map(|(_, (_, state))| match state {
+                TaskState::Running { abort, .. } => Some(abort.clone()),
+                TaskState::Dropped(_) => None,
+            })
+            .collect();
         for task in running {
             task.abort();
         }
@@ -473,7 +590,7 @@ impl Core {
         loop {
             let mut notified = pin!(self.drained.notified());
             notified.as_mut().enable();
-            if lock(&self.tasks).is_empty() {
+            if lock(&self.tasks).running == 0 {
                 return;
             }
             tokio::select! {

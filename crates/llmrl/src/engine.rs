@@ -288,6 +288,50 @@ impl Engine {
         }
     }
 
+    /// Whether one job of `job_type` can start on `model`: `slots(model, job_type) ≥ 1`, decided
+    /// without divisions in the common case (a type's own part covers the job and the parts are
+    /// not scaled down); the full computation runs only when parts must be scaled.
+    fn fits(&mut self, model: usize, job_type: usize) -> bool {
+        const ONE: u128 = RATIO_ONE as u128;
+        let estimates = self.estimates[job_type];
+        let mut scaled = false;
+        for (r, resource) in self.models[model].resources.iter().enumerate() {
+            let Some(limit) = resource.limit else {
+                continue;
+            };
+            let available = i128::from(limit) - i128::from(resource.used);
+            let estimate = estimates[r];
+            if estimate == 0 {
+                if available < 0 {
+                    return false;
+                }
+                continue;
+            }
+            // Scaling only shrinks parts and the leftover never exceeds a type's own part, so
+            // the job must fit both what is available and its own part.
+            let own = slots::part(resource.entitlement[job_type], resource.by_type[job_type]);
+            if available < i128::from(estimate) || own < u128::from(estimate) * ONE {
+                return false;
+            }
+            let total: u128 = if self.job_types == 1 {
+                own
+            } else {
+                (0..self.job_types)
+                    .map(|t| slots::part(resource.entitlement[t], resource.by_type[t]))
+                    .sum()
+            };
+            // Unscaled, the own part decides; a lone type's scaled part is all that is
+            // available, which was checked above.
+            #[allow(clippy::cast_sign_loss)] // available ≥ estimate > 0 here
+            let available = available as u128;
+            scaled |= self.job_types > 1 && total > available * ONE;
+        }
+        if scaled {
+            return self.slots(model, job_type) > 0;
+        }
+        self.memory_slots(job_type) > 0
+    }
+
     /// Jobs of `job_type` whose memory fits (SPEC §6.3): its ratio of the process budget less
     /// what it holds, and never more than the process has free.
     fn memory_slots(&self, job_type: usize) -> u64 {
@@ -322,7 +366,7 @@ impl Engine {
     /// Reserves one job of `job_type` on `model` if it fits: its slot, then its memory from the
     /// process pool (which other limiters share, so it is taken last).
     fn try_reserve(&mut self, model: usize, job_type: usize) -> Option<Reservation> {
-        if self.closed || self.slots(model, job_type) == 0 {
+        if self.closed || !self.fits(model, job_type) {
             return None;
         }
         let memory_kb = self.memory_kb[job_type];

@@ -2,11 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
+use crate::core::{Core, TaskKey};
 use crate::job::JobId;
 use crate::outcome::{Cause, Completion, JobError};
 
@@ -20,22 +21,48 @@ pub type JobOutcome<M, T, E> = Result<Completion<M, T>, JobError<M, E>>;
 /// # Cancel safety
 /// Awaiting is cancel safe: dropping the `await` (e.g. in a `select!`) leaves the job running.
 #[must_use = "the job runs anyway; keep the handle to await or cancel it"]
-#[derive(Debug)]
 pub struct JobHandle<M, T, E> {
-    outcome: oneshot::Receiver<JobOutcome<M, T, E>>,
-    abort: Option<AbortHandle>,
+    state: State<M, T, E>,
     job_id: JobId,
 }
 
+enum State<M, T, E> {
+    /// The job's task: its output is the outcome, unless the task was dropped before the job
+    /// ended, in which case the outcome waits in the registry under `key`.
+    Spawned {
+        task: JoinHandle<JobOutcome<M, T, E>>,
+        core: Arc<Core>,
+        key: TaskKey,
+    },
+    /// Decided before any task ran (the limiter was stopping).
+    Ready(Box<JobOutcome<M, T, E>>),
+    Read,
+}
+
+impl<M, T, E> std::fmt::Debug for JobHandle<M, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("job_id", &self.job_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<M, T, E> JobHandle<M, T, E> {
-    pub(crate) const fn new(
-        outcome: oneshot::Receiver<JobOutcome<M, T, E>>,
-        abort: Option<AbortHandle>,
+    pub(crate) const fn spawned(
+        task: JoinHandle<JobOutcome<M, T, E>>,
+        core: Arc<Core>,
+        key: TaskKey,
         job_id: JobId,
     ) -> Self {
         Self {
-            outcome,
-            abort,
+            state: State::Spawned { task, core, key },
+            job_id,
+        }
+    }
+
+    pub(crate) fn ready(outcome: JobOutcome<M, T, E>, job_id: JobId) -> Self {
+        Self {
+            state: State::Ready(Box::new(outcome)),
             job_id,
         }
     }
@@ -45,8 +72,8 @@ impl<M, T, E> JobHandle<M, T, E> {
     /// [`JobError`] with [`Cause::Cancelled`] and `on_error` is called, unless the job already
     /// ended.
     pub fn cancel(&self) {
-        if let Some(abort) = &self.abort {
-            abort.abort();
+        if let State::Spawned { task, .. } = &self.state {
+            task.abort();
         }
     }
 
@@ -57,21 +84,51 @@ impl<M, T, E> JobHandle<M, T, E> {
     }
 }
 
-impl<M, T, E> Future for JobHandle<M, T, E> {
+impl<M: 'static, T: 'static, E: 'static> Future for JobHandle<M, T, E> {
     type Output = JobOutcome<M, T, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.outcome).poll(cx).map(|received| {
-            // The job's guard always reports; nothing does only when the runtime itself went
-            // away with the task.
-            received.unwrap_or_else(|_| {
-                Err(JobError {
-                    job_id: self.job_id.clone(),
-                    cause: Cause::ShutDown,
-                    usage: Vec::new(),
-                    total_cost: 0.0,
-                })
-            })
-        })
+        let this = &mut *self;
+        let outcome = match &mut this.state {
+            State::Spawned { task, core, key } => match ready!(Pin::new(task).poll(cx)) {
+                Ok(outcome) => outcome,
+                Err(_) => core
+                    .take_outcome(*key)
+                    .and_then(|outcome| outcome.downcast::<JobOutcome<M, T, E>>().ok())
+                    .map_or_else(|| shut_down(&this.job_id), |outcome| *outcome),
+            },
+            State::Ready(outcome) => {
+                let outcome = std::mem::replace(&mut **outcome, shut_down(&this.job_id));
+                this.state = State::Read;
+                return Poll::Ready(outcome);
+            }
+            State::Read => shut_down(&this.job_id),
+        };
+        this.state = State::Read;
+        Poll::Ready(outcome)
+    }
+}
+
+/// What a handle reports if the runtime itself went away with the task.
+fn shut_down<M, T, E>(job_id: &JobId) -> JobOutcome<M, T, E> {
+    Err(JobError {
+        job_id: job_id.clone(),
+        cause: Cause::ShutDown,
+        usage: Vec::new(),
+        total_cost: 0.0,
+    })
+}
+
+impl<M, T, E> Drop for JobHandle<M, T, E> {
+    fn drop(&mut self) {
+        if let State::Spawned { core, key, task } = &self.state {
+            if !task.is_finished() {
+                core.handle_dropped(*key);
+            } else {
+                // Finished: either the outcome is in the task (nothing registered) or a dropped
+                // task left it in the registry, where nobody will read it now.
+                drop(core.take_outcome(*key));
+            }
+        }
     }
 }

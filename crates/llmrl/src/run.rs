@@ -3,15 +3,15 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::config::Spec;
-use crate::core::{Acquire, Core};
+use crate::core::{Acquire, Core, TaskKey};
 use crate::engine::Reservation;
 use crate::event::Event;
 use crate::handle::{JobHandle, JobOutcome};
@@ -47,56 +47,75 @@ where
         on_error,
         ..
     } = request;
-    let (sender, receiver) = oneshot::channel();
-    let ending = Ending {
+    let callbacks = Callbacks {
         on_complete,
         on_error,
-        outcome: sender,
     };
-    let abort = if core.is_stopping() {
-        let mut run = Run::new(core.clone(), None, job_id.clone(), model_of, ending);
-        run.fail(Cause::ShutDown);
-        None
+    if core.is_stopping() {
+        let mut run = Run::new(core.clone(), None, job_id.clone(), model_of, callbacks);
+        let outcome = run.fail(Cause::ShutDown);
+        return JobHandle::ready(outcome, job_id);
+    }
+    let id = job_id.clone();
+    let span = tracing::debug_span!(
+        "llmrl.job",
+        job_id = %job_id,
+        job_type = %core.spec.job_types[job_type].name,
+        instance = %core.instance_id,
+    );
+    let (key, task) = if span.is_disabled() {
+        core.spawn_job(|task| {
+            let run = Run::new(core.clone(), Some(task), id, model_of, callbacks);
+            run_job(run, job_type, job, args)
+        })
     } else {
-        let id = job_id.clone();
-        let span = tracing::debug_span!(
-            "llmrl.job",
-            job_id = %job_id,
-            job_type = %core.spec.job_types[job_type].name,
-            instance = %core.instance_id,
-        );
-        Some(core.spawn_job(|task| {
-            let run = Run::new(core.clone(), Some(task), id, model_of, ending);
+        core.spawn_job(|task| {
+            let run = Run::new(core.clone(), Some(task), id, model_of, callbacks);
             run_job(run, job_type, job, args).instrument(span)
-        }))
+        })
     };
-    JobHandle::new(receiver, abort, job_id)
+    JobHandle::spawned(task, core.clone(), key, job_id)
 }
 
-struct Ending<M, T, E, C, X> {
+struct Callbacks<C, X> {
     on_complete: C,
     on_error: X,
-    outcome: oneshot::Sender<JobOutcome<M, T, E>>,
 }
 
 /// The job's record and its promise to report exactly once: if the task is dropped before the
-/// job ends (cancelled, or the limiter stopped), dropping the record reports that.
-struct Run<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> {
+/// job ends (cancelled, or the limiter stopped), dropping the record reports that, and leaves
+/// the outcome in the registry for the job's handle.
+struct Run<M, T, E, C, X>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+{
     core: Arc<Core>,
-    task: Option<usize>,
+    task: Option<TaskKey>,
     job_id: JobId,
     model_of: ModelOf<M>,
     usage: Vec<UsageEntry<M>>,
-    ending: Option<Ending<M, T, E, C, X>>,
+    callbacks: Option<Callbacks<C, X>>,
+    _outcome: PhantomData<fn() -> (T, E)>,
 }
 
-impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Run<M, T, E, C, X> {
+impl<M, T, E, C, X> Run<M, T, E, C, X>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+{
     const fn new(
         core: Arc<Core>,
-        task: Option<usize>,
+        task: Option<TaskKey>,
         job_id: JobId,
         model_of: ModelOf<M>,
-        ending: Ending<M, T, E, C, X>,
+        callbacks: Callbacks<C, X>,
     ) -> Self {
         Self {
             core,
@@ -104,7 +123,8 @@ impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Run<M, T, E, C, X> {
             job_id,
             model_of,
             usage: Vec::new(),
-            ending: Some(ending),
+            callbacks: Some(callbacks),
+            _outcome: PhantomData,
         }
     }
 
@@ -114,10 +134,7 @@ impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Run<M, T, E, C, X> {
         self.usage.push(entry);
     }
 
-    fn succeed(&mut self, value: T, model: usize) {
-        let Some(ending) = self.ending.take() else {
-            return;
-        };
+    fn succeed(&mut self, value: T, model: usize) -> JobOutcome<M, T, E> {
         let usage = std::mem::take(&mut self.usage);
         let completion = Completion {
             job_id: self.job_id.clone(),
@@ -126,19 +143,18 @@ impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Run<M, T, E, C, X> {
             total_cost: total_cost(&usage),
             usage,
         };
-        tracing::debug!(job_id = %self.job_id, model = %self.core.spec.models[model].name, "job completed");
-        let on_complete = ending.on_complete;
-        guard_callback(
-            &self.job_id,
-            AssertUnwindSafe(|| on_complete.call(&completion)),
-        );
-        let _ = ending.outcome.send(Ok(completion));
+        tracing::debug!(model = %self.core.spec.models[model].name, "job completed");
+        if let Some(callbacks) = self.callbacks.take() {
+            let on_complete = callbacks.on_complete;
+            guard_callback(
+                &self.job_id,
+                AssertUnwindSafe(|| on_complete.call(&completion)),
+            );
+        }
+        Ok(completion)
     }
 
-    fn fail(&mut self, cause: Cause<E>) {
-        let Some(ending) = self.ending.take() else {
-            return;
-        };
+    fn fail(&mut self, cause: Cause<E>) -> JobOutcome<M, T, E> {
         let usage = std::mem::take(&mut self.usage);
         let error = JobError {
             job_id: self.job_id.clone(),
@@ -146,26 +162,36 @@ impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Run<M, T, E, C, X> {
             total_cost: total_cost(&usage),
             usage,
         };
-        tracing::debug!(job_id = %self.job_id, cause = cause_name(&error.cause), "job failed");
-        let on_error = ending.on_error;
-        guard_callback(&self.job_id, AssertUnwindSafe(|| on_error.call(&error)));
-        let _ = ending.outcome.send(Err(error));
+        tracing::debug!(cause = cause_name(&error.cause), "job failed");
+        if let Some(callbacks) = self.callbacks.take() {
+            let on_error = callbacks.on_error;
+            guard_callback(&self.job_id, AssertUnwindSafe(|| on_error.call(&error)));
+        }
+        Err(error)
     }
 }
 
-impl<M, T, E, C: OnComplete<M, T>, X: OnError<M, E>> Drop for Run<M, T, E, C, X> {
+impl<M, T, E, C, X> Drop for Run<M, T, E, C, X>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+{
     fn drop(&mut self) {
-        if self.ending.is_some() {
-            let cause = if self.core.is_stopping() {
-                Cause::ShutDown
-            } else {
-                Cause::Cancelled
-            };
-            self.fail(cause);
-        }
-        if let Some(task) = self.task {
+        let Some(task) = self.task else { return };
+        if self.callbacks.is_none() {
             self.core.job_ended(task);
+            return;
         }
+        let cause = if self.core.is_stopping() {
+            Cause::ShutDown
+        } else {
+            Cause::Cancelled
+        };
+        let outcome = self.fail(cause);
+        self.core.job_dropped(task, Box::new(outcome));
     }
 }
 
@@ -225,8 +251,11 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
     job_type: usize,
     job: F,
     args: A,
-) where
-    M: Clone,
+) -> JobOutcome<M, T, E>
+where
+    M: Clone + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
     C: OnComplete<M, T>,
     X: OnError<M, E>,
     F: Fn(JobContext<M, A>) -> Fut,
@@ -239,7 +268,12 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
     let mut last_rejection = None;
     let mut position = 0;
     while let Some(&model) = order.get(position) {
-        let reservation = match core.acquire(model, job_type).await {
+        let acquired = match core.arrive(model, job_type) {
+            Ok(acquired) => acquired,
+            // Only waiting jobs pay for the timer and the wait state, boxed.
+            Err(queued) => Box::pin(core.wait(queued)).await,
+        };
+        let reservation = match acquired {
             Acquire::Admitted(reservation) => reservation,
             Acquire::TimedOut => {
                 tracing::debug!(
@@ -269,7 +303,7 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
             args: args.clone(),
             job_id: job_id.clone(),
         };
-        tracing::debug!(job_id = %job_id, model = %core.spec.models[model].name, attempt, "job started");
+        tracing::debug!(model = %core.spec.models[model].name, attempt, "job started");
         core.emit(|spec| Event::Started {
             job_id: job_id.clone(),
             job_type: spec.job_types[job_type].name.clone(),
@@ -299,7 +333,7 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
                 if position + 1 == order.len() {
                     return run.fail(Cause::RejectedOnLastModel(error));
                 }
-                tracing::debug!(job_id = %job_id, model = %core.spec.models[model].name, "job delegated to the next model");
+                tracing::debug!(model = %core.spec.models[model].name, "job delegated to the next model");
                 core.emit(|spec| Event::Delegated {
                     job_id: job_id.clone(),
                     job_type: spec.job_types[job_type].name.clone(),
@@ -310,5 +344,5 @@ async fn run_job<M, T, E, C, X, F, A, Fut>(
             }
         }
     }
-    run.fail(Cause::Exhausted { last_rejection });
+    run.fail(Cause::Exhausted { last_rejection })
 }
