@@ -1,8 +1,6 @@
 //! The shared state behind both faces of a limiter: the engine under a mutex, the clock, the
-//! registry of job tasks and the timer task that rolls windows, adjusts ratios and re-measures
-//! memory.
+//! job tasks, the optional fleet link, and the deliveries of slot-change callbacks.
 
-use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,20 +8,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use slab::Slab;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, oneshot};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::availability::Availability;
+use crate::backend::SettlementOutcome;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{RATIO_ONE, Spec, WaitBound};
-use crate::engine::{Adjustment, Arrival, Engine, Grant, Reservation};
+use crate::driver::{Schedule, drive};
+use crate::engine::{Adjustment, Arrival, Engine, Grant, MEMORY, Reservation};
 use crate::error::BuildError;
 use crate::event::{Event, Listener, UsageAdjustment};
+use crate::fleet::{FleetLink, FleetOptions};
 use crate::job::JobId;
 use crate::memory::{Membership, MemoryPool, MemoryWatcher};
 use crate::notify::{Deliveries, RelativeAdjustment, SlotsChangeReason};
+use crate::registry::{Registry, TaskKey};
 use crate::usage::Usage;
 use crate::window::Window;
 
@@ -44,39 +45,6 @@ pub(crate) struct Queued {
     deadline: Timestamp,
 }
 
-/// Identifies a job task in the registry; `seq` tells a reused slot from the original.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TaskKey {
-    index: usize,
-    seq: u64,
-}
-
-enum TaskState {
-    Running {
-        abort: AbortHandle,
-        /// A handle may still want the outcome if the task is dropped.
-        watched: bool,
-    },
-    /// The task was dropped before its job ended; the outcome waits here for its handle.
-    Dropped(Box<dyn Any + Send>),
-}
-
-#[derive(Default)]
-struct Tasks {
-    slab: Slab<(u64, TaskState)>,
-    next_seq: u64,
-    running: usize,
-}
-
-impl Tasks {
-    fn entry(&mut self, key: TaskKey) -> Option<&mut TaskState> {
-        self.slab
-            .get_mut(key.index)
-            .filter(|(seq, _)| *seq == key.seq)
-            .map(|(_, state)| state)
-    }
-}
-
 /// Turns an engine whose slots changed into a delivery for the user's callback, naming models
 /// and job types the way the limiter's face does. Runs under the engine lock; the delivery runs
 /// after it is released.
@@ -94,15 +62,14 @@ pub(crate) struct Core {
     pub(crate) clock: Clock,
     pub(crate) instance_id: String,
     engine: Mutex<Engine>,
-    /// Live job tasks, so `stop()` can end them, and outcomes of dropped ones for their handles.
-    tasks: Mutex<Tasks>,
-    drained: Notify,
+    pub(crate) tasks: Registry,
     stopping: AtomicBool,
     runtime: Handle,
     listener: Option<Listener>,
     slots_hook: Option<SlotsHook>,
     deliveries: Deliveries,
     memory: Mutex<Option<Membership>>,
+    pub(crate) fleet: Option<FleetLink>,
     /// Stops the timer task: dropping the sender (with the core) stops it too.
     driver: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
@@ -115,12 +82,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One operation on the engine. When it ends (drops) the lock is released first, then waiters
 /// are woken, the slots callback is told, and other limiters hear about returned memory.
-struct Session<'a> {
+pub(crate) struct Session<'a> {
     core: &'a Core,
     engine: Option<MutexGuard<'a, Engine>>,
     wake: Vec<Waker>,
-    adjustment: Option<RelativeAdjustment>,
-    memory_released: u64,
+    pub(crate) adjustment: Option<RelativeAdjustment>,
+    pub(crate) memory_released: u64,
 }
 
 impl std::ops::Deref for Session<'_> {
@@ -142,7 +109,7 @@ impl std::ops::DerefMut for Session<'_> {
 
 impl Session<'_> {
     /// Rolls windows to `now`, granting waiters if a window ended.
-    fn refresh(&mut self, now: Timestamp) {
+    pub(crate) fn refresh(&mut self, now: Timestamp) {
         let mut wake = std::mem::take(&mut self.wake);
         if self.engine_mut().refresh(now) {
             self.engine_mut().grant(None, &mut wake);
@@ -150,7 +117,7 @@ impl Session<'_> {
         self.wake = wake;
     }
 
-    fn grant(&mut self, model: Option<usize>) {
+    pub(crate) fn grant(&mut self, model: Option<usize>) {
         let mut wake = std::mem::take(&mut self.wake);
         self.engine_mut().grant(model, &mut wake);
         self.wake = wake;
@@ -195,6 +162,7 @@ impl Core {
         clock: Clock,
         listener: Option<Listener>,
         slots_hook: Option<SlotsHookFactory>,
+        fleet: Option<FleetOptions>,
     ) -> Result<Arc<Self>, BuildError> {
         let runtime = Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let now = clock.now();
@@ -204,13 +172,13 @@ impl Core {
             .unwrap_or_else(crate::instance::generate_id);
         let uses_memory = spec.job_types.iter().any(|t| t.memory_kb > 0);
         let core = Arc::new(Self {
-            engine: Mutex::new(Engine::new(&spec, now)),
+            engine: Mutex::new(Engine::new(&spec, now, fleet.is_some())),
             slots_hook: slots_hook.map(|factory| factory(&spec)),
+            fleet: fleet.map(|options| FleetLink::new(options, &spec)),
             spec,
             clock,
             instance_id,
-            tasks: Mutex::new(Tasks::default()),
-            drained: Notify::new(),
+            tasks: Registry::default(),
             stopping: AtomicBool::new(false),
             runtime,
             listener,
@@ -234,20 +202,23 @@ impl Core {
         if core.slots_hook.is_some() {
             lock(&core.engine).baseline_slots();
         }
+        let schedule = Schedule {
+            ratio_interval: core.spec.ratio_adjustment.interval,
+            memory_interval: (uses_memory && core.spec.memory.max_memory_kb.is_none())
+                .then_some(core.spec.memory.recalculation_interval),
+        };
         let (stop, stopped) = oneshot::channel();
         let task = core.runtime.spawn(drive(
             Arc::downgrade(&core),
             core.clock.clone(),
-            core.spec.ratio_adjustment.interval,
-            uses_memory && core.spec.memory.max_memory_kb.is_none(),
-            core.spec.memory.recalculation_interval,
+            schedule,
             stopped,
         ));
         *lock(&core.driver) = Some((stop, task));
         Ok(core)
     }
 
-    fn session(&self) -> Session<'_> {
+    pub(crate) fn session(&self) -> Session<'_> {
         Session {
             core: self,
             engine: Some(lock(&self.engine)),
@@ -261,7 +232,22 @@ impl Core {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Capacity for one job of `job_type` on `model` now, or where to wait for it.
+    /// The deadline of a job of `job_type` that starts waiting on `model` at `now`, or `None`
+    /// if it never waits there.
+    fn deadline(&self, model: usize, job_type: usize, now: Timestamp) -> Option<Timestamp> {
+        match self.spec.job_types[job_type].max_wait[model] {
+            WaitBound::For(d) if d.is_zero() => None,
+            WaitBound::For(d) => Some(now.saturating_add(d)),
+            WaitBound::NextMinute => Some(
+                Window::Minute
+                    .next_boundary(now)
+                    .saturating_add(DEFAULT_WAIT_AFTER_BOUNDARY),
+            ),
+        }
+    }
+
+    /// Capacity for one job of `job_type` on `model` now, or where to wait for it. An admission
+    /// here is local; in a fleet it still needs [`Core::confirm`].
     pub(crate) fn arrive(&self, model: usize, job_type: usize) -> Result<Acquire, Queued> {
         let now = self.clock.now();
         let mut session = self.session();
@@ -276,31 +262,65 @@ impl Core {
                 );
                 Ok(Acquire::TimedOut)
             }
-            Arrival::Wait => match self.spec.job_types[job_type].max_wait[model] {
-                WaitBound::For(d) if d.is_zero() => Ok(Acquire::TimedOut),
-                bound => {
-                    let deadline = match bound {
-                        WaitBound::For(d) => now.saturating_add(d),
-                        WaitBound::NextMinute => Window::Minute
-                            .next_boundary(now)
-                            .saturating_add(DEFAULT_WAIT_AFTER_BOUNDARY),
-                    };
-                    Err(Queued {
-                        model,
-                        key: session.enqueue(model, job_type),
-                        deadline,
-                    })
-                }
+            Arrival::Wait => match self.deadline(model, job_type, now) {
+                None => Ok(Acquire::TimedOut),
+                Some(deadline) => Err(Queued {
+                    model,
+                    key: session.enqueue(model, job_type, false),
+                    deadline,
+                }),
             },
         }
     }
 
-    /// Waits in the queue [`Core::arrive`] put the job in, until capacity is granted or the
-    /// deadline passes.
+    /// Everything [`Core::arrive`] did not settle at once: waiting in the queue, then, in a
+    /// fleet, the backend's confirmation. A job the fleet refuses goes back to the front of its
+    /// queue with the same deadline.
+    pub(crate) async fn acquire_slowly(
+        &self,
+        model: usize,
+        job_type: usize,
+        mut step: Result<Acquire, Queued>,
+    ) -> Acquire {
+        let mut deadline = None;
+        loop {
+            let acquired = match step {
+                Ok(acquired) => acquired,
+                Err(queued) => {
+                    deadline = Some(queued.deadline);
+                    self.wait(queued).await
+                }
+            };
+            let Acquire::Admitted(reservation) = acquired else {
+                return acquired;
+            };
+            if !self.confirms() {
+                return Acquire::Admitted(reservation);
+            }
+            if let Some(reservation) = self.confirm(reservation).await {
+                return Acquire::Admitted(reservation);
+            }
+            let now = self.clock.now();
+            let Some(deadline) = deadline.or_else(|| self.deadline(model, job_type, now)) else {
+                return Acquire::TimedOut;
+            };
+            if deadline <= now {
+                return Acquire::TimedOut;
+            }
+            let key = self.session().enqueue(model, job_type, true);
+            step = Err(Queued {
+                model,
+                key,
+                deadline,
+            });
+        }
+    }
+
+    /// Waits in the queue until capacity is granted or the deadline passes.
     ///
     /// Cancel safe: dropped while waiting, the waiter leaves its queue and gives back anything
     /// granted to it meanwhile.
-    pub(crate) async fn wait(&self, queued: Queued) -> Acquire {
+    async fn wait(&self, queued: Queued) -> Acquire {
         let Queued {
             model,
             key,
@@ -328,10 +348,25 @@ impl Core {
     }
 
     /// Settles a reservation with the attempt's usage (`None`: unknown, the estimate stays).
-    pub(crate) fn settle(&self, reservation: Reservation, usage: Option<&Usage>, job_id: &JobId) {
+    /// Returns what the fleet backend must hear, if there is one.
+    pub(crate) fn settle(
+        &self,
+        reservation: Reservation,
+        usage: Option<&Usage>,
+        job_id: &JobId,
+    ) -> Option<crate::backend::Settlement> {
         let now = self.clock.now();
         let model = reservation.model;
         let job_type = reservation.job_type;
+        let outcome = usage.map_or(SettlementOutcome::Unknown, |usage| {
+            SettlementOutcome::Used([
+                usage.total_tokens(),
+                usage.total_tokens(),
+                usage.requests,
+                usage.requests,
+            ])
+        });
+        let settlement = self.settlement(&reservation, outcome);
         let mut adjustments = [None; 4];
         let mut ratio_changes = Vec::new();
         {
@@ -348,12 +383,8 @@ impl Core {
             if session.adjustment_due() {
                 ratio_changes = session.adjust_ratios();
             }
-            let released = session.memory_released > 0;
-            session.grant(if released || !ratio_changes.is_empty() {
-                None
-            } else {
-                Some(model)
-            });
+            let everywhere = session.memory_released > 0 || !ratio_changes.is_empty();
+            session.grant(if everywhere { None } else { Some(model) });
         }
         tracing::trace!(
             job_id = %job_id,
@@ -365,6 +396,7 @@ impl Core {
             self.report_adjustment(job_id, model, job_type, adjustment);
         }
         self.report_ratio_changes(&ratio_changes);
+        settlement
     }
 
     /// Gives back a reservation whose job never started.
@@ -441,7 +473,7 @@ impl Core {
     }
 
     /// The timer's work: roll windows, adjust ratios on their cadence, measure memory.
-    fn tick(&self, adjust_ratios: bool, measure_memory: bool) {
+    pub(crate) fn tick(&self, adjust_ratios: bool, measure_memory: bool) {
         let now = self.clock.now();
         let measured = measure_memory
             && lock(&self.memory)
@@ -456,7 +488,7 @@ impl Core {
                 Vec::new()
             };
             if measured {
-                session.mark(crate::engine::MEMORY);
+                session.mark(MEMORY);
             }
             if measured || !changes.is_empty() {
                 session.grant(None);
@@ -475,84 +507,11 @@ impl Core {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        let mut tasks = lock(&self.tasks);
-        let seq = tasks.next_seq;
-        tasks.next_seq += 1;
-        let entry = tasks.slab.vacant_entry();
-        let key = TaskKey {
-            index: entry.key(),
-            seq,
-        };
-        // Spawning under the lock: the task cannot deregister before it is registered.
-        let handle = self.runtime.spawn(task(key));
-        entry.insert((
-            seq,
-            TaskState::Running {
-                abort: handle.abort_handle(),
-                watched: true,
-            },
-        ));
-        tasks.running += 1;
-        (key, handle)
-    }
-
-    fn task_left(&self, tasks: &mut Tasks) {
-        tasks.running -= 1;
-        if tasks.running == 0 && self.is_stopping() {
-            self.drained.notify_waiters();
-        }
-    }
-
-    /// A job task ended with its outcome (which its `JoinHandle` carries).
-    pub(crate) fn job_ended(&self, key: TaskKey) {
-        let mut tasks = lock(&self.tasks);
-        if tasks.entry(key).is_some() {
-            tasks.slab.remove(key.index);
-            self.task_left(&mut tasks);
-        }
-    }
-
-    /// A job task was dropped (cancelled, or the limiter stopped) before its job ended: keeps
-    /// `outcome` for the job's handle, unless nobody holds one.
-    pub(crate) fn job_dropped(&self, key: TaskKey, outcome: Box<dyn Any + Send>) {
-        let mut tasks = lock(&self.tasks);
-        let Some(state) = tasks.entry(key) else {
-            return;
-        };
-        if matches!(state, TaskState::Running { watched: true, .. }) {
-            *state = TaskState::Dropped(outcome);
-        } else {
-            tasks.slab.remove(key.index);
-        }
-        self.task_left(&mut tasks);
-    }
-
-    /// The outcome a dropped task left for its handle.
-    pub(crate) fn take_outcome(&self, key: TaskKey) -> Option<Box<dyn Any + Send>> {
-        let mut tasks = lock(&self.tasks);
-        if !matches!(tasks.entry(key), Some(TaskState::Dropped(_))) {
-            return None;
-        }
-        match tasks.slab.remove(key.index).1 {
-            TaskState::Dropped(outcome) => Some(outcome),
-            TaskState::Running { .. } => None,
-        }
-    }
-
-    /// A job's handle is gone before the job's outcome was read.
-    pub(crate) fn handle_dropped(&self, key: TaskKey) {
-        let mut tasks = lock(&self.tasks);
-        match tasks.entry(key) {
-            Some(TaskState::Running { watched, .. }) => *watched = false,
-            Some(TaskState::Dropped(_)) => {
-                tasks.slab.remove(key.index);
-            }
-            None => {}
-        }
+        self.tasks.spawn(&self.runtime, task)
     }
 
     /// Stops admitting, fails waiting jobs, lets running jobs finish within `grace`, then
-    /// aborts the rest and stops the timer task.
+    /// aborts the rest, stops the timer task and leaves the fleet.
     pub(crate) async fn stop(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
         {
@@ -562,49 +521,23 @@ impl Core {
             session.wake = wake;
         }
         let deadline = self.clock.now().saturating_add(grace);
-        self.drain(Some(deadline)).await;
-        let running: Vec<AbortHandle> = lock(&self.tasks)
-            .slab
-            .iter()
-            .filter_map(|(_, (_, state))| match state {
-                TaskState::Running { abort, .. } => Some(abort.clone()),
-                TaskState::Dropped(_) => None,
-            })
-            .collect();
-        for task in running {
-            task.abort();
-        }
-        self.drain(None).await;
+        self.tasks.drained(self.clock.sleep_until(deadline)).await;
+        self.tasks.abort_all();
+        self.tasks.drained(std::future::pending()).await;
         let driver = lock(&self.driver).take();
         if let Some((stop, task)) = driver {
             let _ = stop.send(());
             let _ = task.await;
         }
+        self.leave_fleet().await;
         lock(&self.memory).take();
-    }
-
-    /// Waits until no job task is left, or until `deadline`.
-    async fn drain(&self, deadline: Option<Timestamp>) {
-        let far = Timestamp::from_millis(u64::MAX);
-        let mut sleep = pin!(self.clock.sleep_until(deadline.unwrap_or(far)));
-        loop {
-            let mut notified = pin!(self.drained.notified());
-            notified.as_mut().enable();
-            if lock(&self.tasks).running == 0 {
-                return;
-            }
-            tokio::select! {
-                () = notified => {}
-                () = sleep.as_mut(), if deadline.is_some() => return,
-            }
-        }
     }
 }
 
 impl MemoryWatcher for Core {
     fn memory_changed(&self) {
         let mut session = self.session();
-        session.mark(crate::engine::MEMORY);
+        session.mark(MEMORY);
         session.grant(None);
     }
 }
@@ -629,55 +562,12 @@ impl Waiter<'_> {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        let Some(key) = self.key else { return };
+        let Some(key) = self.key else {
+            return;
+        };
         let granted = lock(&self.core.engine).leave(key);
         if let Some(Grant::Admitted(reservation)) = granted {
             self.core.unreserve(reservation);
         }
-    }
-}
-
-/// The timer task: wakes at every minute boundary (so waiters are admitted when a window rolls
-/// over even if no job finishes), on the ratio adjustment cadence counted from build time, and
-/// when a measured memory budget is due.
-async fn drive(
-    core: Weak<Core>,
-    clock: Clock,
-    ratio_interval: Duration,
-    measure_memory: bool,
-    memory_interval: Duration,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let start = clock.now();
-    let mut next_ratio = (!ratio_interval.is_zero()).then(|| start.saturating_add(ratio_interval));
-    let mut next_memory = measure_memory.then(|| start.saturating_add(memory_interval));
-    loop {
-        let now = clock.now();
-        let next = [
-            Some(Window::Minute.next_boundary(now)),
-            next_ratio,
-            next_memory,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or_else(|| Window::Minute.next_boundary(now));
-        tokio::select! {
-            biased;
-            _ = &mut stop => return,
-            () = clock.sleep_until(next) => {}
-        }
-        let now = clock.now();
-        let adjust = next_ratio.is_some_and(|at| at <= now);
-        if adjust {
-            // A fixed cadence: the next tick is counted from the schedule, not from now.
-            next_ratio = next_ratio.map(|at| at.saturating_add(ratio_interval));
-        }
-        let measure = next_memory.is_some_and(|at| at <= now);
-        if measure {
-            next_memory = Some(now.saturating_add(memory_interval));
-        }
-        let Some(core) = core.upgrade() else { return };
-        core.tick(adjust, measure);
     }
 }

@@ -16,6 +16,7 @@ use crate::availability::{
     Availability, JobTypeAvailability, JobTypeOnModel, MemoryAvailability, ModelAvailability,
     Remaining,
 };
+use crate::backend::{FailureMode, FleetFigures, OwnUsage, Windows, fair_share};
 use crate::clock::Timestamp;
 use crate::config::{RATIO_ONE, RatioAdjustmentSpec, Spec};
 use crate::memory::MemoryPool;
@@ -43,6 +44,16 @@ pub(crate) struct Reservation {
     minute: u64,
     day: u64,
     memory_kb: u64,
+}
+
+impl Reservation {
+    /// The windows the reservation was taken in.
+    pub(crate) const fn windows(&self) -> Windows {
+        Windows {
+            minute: self.minute,
+            day: self.day,
+        }
+    }
 }
 
 /// What happened to a new arrival.
@@ -73,12 +84,75 @@ pub(crate) struct Adjustment {
 
 struct Resource {
     limit: Option<u64>,
-    /// Units used in the current window (in flight, for concurrency).
+    /// Units this instance used in the current window (in flight, for concurrency).
     used: u64,
     /// The same per job type.
     by_type: Vec<u64>,
     /// Each type's entitlement in nano-units, from its ratio and the instance's share.
     entitlement: Vec<u128>,
+    /// What this instance knows of the fleet's use of this limit; `None` when alone.
+    fleet: Option<FleetResource>,
+}
+
+/// One limit as a fleet member sees it (SPEC §7.1).
+#[derive(Clone, Copy, Debug, Default)]
+struct FleetResource {
+    /// This instance's fair share.
+    share: u64,
+    /// Used by the whole fleet in the current window (in flight, for concurrency).
+    used: u64,
+    /// What the other instances have not used of their shares.
+    others_unused: u64,
+}
+
+impl Resource {
+    /// The base of the job types' parts: the limit alone, the fair share in a fleet.
+    fn share(&self) -> Option<u64> {
+        self.limit
+            .map(|limit| self.fleet.map_or(limit, |f| f.share))
+    }
+
+    /// What this instance may still take (`A`, SPEC §6.1, §7.1); negative when the fleet's
+    /// counter is past the limit (an overage), so that nothing, not even a zero estimate,
+    /// starts.
+    fn available(&self, outage: Option<FailureMode>, instances: u32) -> i128 {
+        let Some(limit) = self.limit else {
+            return i128::MAX;
+        };
+        let own = i128::from(self.used);
+        let Some(fleet) = self.fleet else {
+            return i128::from(limit) - own;
+        };
+        match outage {
+            Some(FailureMode::Closed) => -1,
+            Some(FailureMode::Open) => i128::from(limit) - own,
+            // The last known share, without the remainder units (SPEC §10).
+            Some(_) => i128::from(limit / u64::from(instances.max(1))) - own,
+            None => {
+                let remaining = i128::from(limit) - i128::from(fleet.used);
+                if remaining < 0 {
+                    return remaining;
+                }
+                let unused = fair_share::unused(fleet.share, self.used);
+                let part = fair_share::available(unused, unused + fleet.others_unused, remaining);
+                i128::from(part)
+            }
+        }
+    }
+
+    /// Moves this instance's usage, and its view of the fleet's, by `delta`.
+    fn add(&mut self, job_type: usize, delta: i128) {
+        let shift = |value: &mut u64| *value = add(*value, delta);
+        shift(&mut self.used);
+        shift(&mut self.by_type[job_type]);
+        if let Some(fleet) = &mut self.fleet {
+            shift(&mut fleet.used);
+        }
+    }
+}
+
+fn add(value: u64, delta: i128) -> u64 {
+    u64::try_from((i128::from(value) + delta).max(0)).unwrap_or(u64::MAX)
 }
 
 struct ModelState {
@@ -107,6 +181,10 @@ struct MemoryUse {
 }
 
 pub(crate) struct Engine {
+    /// Live instances of the fleet (1 when alone).
+    instances: u32,
+    /// Set while the fleet backend is unreachable: how to admit meanwhile.
+    outage: Option<FailureMode>,
     /// Estimates per job type, indexed like the resources (concurrency: 1).
     estimates: Vec<[u64; RESOURCES]>,
     memory_kb: Vec<u64>,
@@ -152,7 +230,9 @@ fn estimates_of(spec: &Spec) -> Vec<[u64; RESOURCES]> {
 }
 
 impl Engine {
-    pub(crate) fn new(spec: &Spec, now: Timestamp) -> Self {
+    /// An engine for `spec`; `fleet` when a backend shares the limits with other instances
+    /// (until the backend says otherwise, the instance behaves as if alone).
+    pub(crate) fn new(spec: &Spec, now: Timestamp, fleet: bool) -> Self {
         let job_types = spec.job_types.len();
         let models = spec
             .models
@@ -171,6 +251,10 @@ impl Engine {
                         used: 0,
                         by_type: vec![0; job_types],
                         entitlement: vec![0; job_types],
+                        fleet: fleet.then(|| FleetResource {
+                            share: limit(r).unwrap_or(0),
+                            ..FleetResource::default()
+                        }),
                     }),
                     min_capacity: m.min_capacity,
                     max_capacity: m.max_capacity,
@@ -201,6 +285,8 @@ impl Engine {
             live: vec![0; queues],
             waiting: 0,
             closed: false,
+            instances: 1,
+            outage: None,
             parts: vec![0; job_types],
             column: vec![0; job_types],
             per_resource: vec![0; job_types],
@@ -214,7 +300,7 @@ impl Engine {
     fn recompute_entitlements(&mut self) {
         for model in &mut self.models {
             for (r, resource) in model.resources.iter_mut().enumerate() {
-                let Some(share) = resource.limit else {
+                let Some(share) = resource.share() else {
                     continue;
                 };
                 for (t, ent) in resource.entitlement.iter_mut().enumerate() {
@@ -256,6 +342,9 @@ impl Engine {
                     }
                     resource.used = 0;
                     resource.by_type.fill(0);
+                    if let Some(fleet) = &mut resource.fleet {
+                        fleet.used = 0;
+                    }
                 }
             }
         }
@@ -268,14 +357,14 @@ impl Engine {
         self.out.fill(UNBOUNDED);
         let state = &self.models[model];
         for (r, resource) in state.resources.iter().enumerate() {
-            let Some(limit) = resource.limit else {
+            if resource.limit.is_none() {
                 continue;
-            };
+            }
             for t in 0..self.job_types {
                 self.parts[t] = slots::part(resource.entitlement[t], resource.by_type[t]);
                 self.column[t] = self.estimates[t][r];
             }
-            let available = i128::from(limit) - i128::from(resource.used);
+            let available = resource.available(self.outage, self.instances);
             slots::slots(available, &self.parts, &self.column, &mut self.per_resource);
             for (best, &n) in self.out.iter_mut().zip(&self.per_resource) {
                 *best = (*best).min(n);
@@ -296,10 +385,10 @@ impl Engine {
         let estimates = self.estimates[job_type];
         let mut scaled = false;
         for (r, resource) in self.models[model].resources.iter().enumerate() {
-            let Some(limit) = resource.limit else {
+            if resource.limit.is_none() {
                 continue;
-            };
-            let available = i128::from(limit) - i128::from(resource.used);
+            }
+            let available = resource.available(self.outage, self.instances);
             let estimate = estimates[r];
             if estimate == 0 {
                 if available < 0 {
@@ -363,6 +452,17 @@ impl Engine {
         self.out[job_type]
     }
 
+    /// Reserves one job of `job_type` on `model` now if it fits, whoever waits (a job the
+    /// fleet backend could not confirm, re-checked under the failure mode).
+    pub(crate) fn reserve_now(&mut self, model: usize, job_type: usize) -> Option<Reservation> {
+        self.try_reserve(model, job_type)
+    }
+
+    /// Live instances of the fleet (1 when alone).
+    pub(crate) const fn instances(&self) -> u32 {
+        self.instances
+    }
+
     /// Reserves one job of `job_type` on `model` if it fits: its slot, then its memory from the
     /// process pool (which other limiters share, so it is taken last).
     fn try_reserve(&mut self, model: usize, job_type: usize) -> Option<Reservation> {
@@ -381,8 +481,7 @@ impl Engine {
         }
         let estimates = self.estimates[job_type];
         for (r, resource) in self.models[model].resources.iter_mut().enumerate() {
-            resource.used = resource.used.saturating_add(estimates[r]);
-            resource.by_type[job_type] = resource.by_type[job_type].saturating_add(estimates[r]);
+            resource.add(job_type, i128::from(estimates[r]));
             if resource.limit.is_some() && estimates[r] > 0 {
                 self.dirty |= 1 << r;
             }
@@ -439,14 +538,19 @@ impl Engine {
         model * self.job_types + job_type
     }
 
-    /// Puts a waiter at the back of its queue; returns its key.
-    pub(crate) fn enqueue(&mut self, model: usize, job_type: usize) -> usize {
+    /// Puts a waiter at the back of its queue (at the front if it `keeps_place`, having been
+    /// admitted here before the fleet refused it); returns its key.
+    pub(crate) fn enqueue(&mut self, model: usize, job_type: usize, keeps_place: bool) -> usize {
         let queue = self.queue_of(model, job_type);
         let key = self.waiters.insert(Waiter {
             queue,
             state: WaitState::Waiting(None),
         });
-        self.queues[queue].push_back(key);
+        if keeps_place {
+            self.queues[queue].push_front(key);
+        } else {
+            self.queues[queue].push_back(key);
+        }
         self.live[queue] += 1;
         self.waiting += 1;
         key
@@ -568,19 +672,14 @@ impl Engine {
                     Window::Day => day == current_day,
                 };
                 let resource = &mut resources[r];
+                // Within the reservation's window the counter still holds the estimate; after
+                // it, only an overage is charged, to the current window.
                 let charged = if same_window {
-                    // used ≥ estimated here: the reservation is still in this window's counter.
-                    resource.used = (resource.used + actual).saturating_sub(estimated);
-                    let own = &mut resource.by_type[job_type];
-                    *own = (*own + actual).saturating_sub(estimated);
                     i128::from(actual) - i128::from(estimated)
                 } else {
-                    let overage = actual.saturating_sub(estimated);
-                    resource.used = resource.used.saturating_add(overage);
-                    let own = &mut resource.by_type[job_type];
-                    *own = own.saturating_add(overage);
-                    i128::from(overage)
+                    i128::from(actual.saturating_sub(estimated))
                 };
+                resource.add(job_type, charged);
                 if charged != 0 && resource.limit.is_some() {
                     self.dirty |= 1 << r;
                     adjustments[r] = Some(Adjustment {
@@ -597,8 +696,7 @@ impl Engine {
         if concurrency.limit.is_some() {
             self.dirty |= 1 << CONCURRENCY;
         }
-        concurrency.used = concurrency.used.saturating_sub(1);
-        concurrency.by_type[job_type] = concurrency.by_type[job_type].saturating_sub(1);
+        concurrency.add(job_type, -1);
         released
     }
 
@@ -624,9 +722,7 @@ impl Engine {
                 },
             };
             if current {
-                resource.used = resource.used.saturating_sub(estimates[r]);
-                let own = &mut resource.by_type[reservation.job_type];
-                *own = own.saturating_sub(estimates[r]);
+                resource.add(reservation.job_type, -i128::from(estimates[r]));
             }
         }
         released
@@ -760,6 +856,61 @@ impl Engine {
         self.last_slots = self.all_slots();
     }
 
+    /// Takes in what the backend says of `model` and of the fleet's size.
+    pub(crate) fn apply_fleet(&mut self, instances: u32, model: usize, figures: &FleetFigures) {
+        let current = Windows {
+            minute: self.minute,
+            day: self.day,
+        };
+        let mut reshared = instances != self.instances;
+        let mut moved = reshared;
+        self.instances = instances;
+        for (r, resource) in self.models[model].resources.iter_mut().enumerate() {
+            let Some(fleet) = &mut resource.fleet else {
+                continue;
+            };
+            reshared |= fleet.share != figures.share[r];
+            fleet.share = figures.share[r];
+            // Counters of a window that has ended here say nothing of the current one.
+            if r == CONCURRENCY || figures.windows.of(r) >= current.of(r) {
+                moved |= fleet.used != figures.used[r]
+                    || fleet.others_unused != figures.others_unused[r];
+                fleet.used = figures.used[r];
+                fleet.others_unused = figures.others_unused[r];
+            }
+        }
+        if reshared {
+            self.recompute_entitlements();
+        }
+        if moved || reshared {
+            self.dirty |= 1 << DISTRIBUTED;
+        }
+    }
+
+    /// Enters (with the failure mode to apply) or leaves an outage of the fleet backend.
+    pub(crate) fn set_outage(&mut self, outage: Option<FailureMode>) {
+        if self.outage != outage {
+            self.outage = outage;
+            self.dirty |= 1 << DISTRIBUTED;
+        }
+    }
+
+    /// This instance's usage in the current windows, per model, for (re-)registration.
+    pub(crate) fn own_usage(&self) -> OwnUsage {
+        let models = self
+            .models
+            .iter()
+            .map(|m| std::array::from_fn(|r| m.resources[r].used))
+            .collect();
+        OwnUsage::new(
+            Windows {
+                minute: self.minute,
+                day: self.day,
+            },
+            models,
+        )
+    }
+
     /// A snapshot of what this instance can start, with models and job types named by the
     /// caller's face.
     pub(crate) fn availability<M, J>(
@@ -800,12 +951,13 @@ impl Engine {
                 let remaining = |r: usize| {
                     let resource = &state.resources[r];
                     resource.limit.map(|limit| {
-                        let left = limit.saturating_sub(resource.used);
+                        let used = resource.fleet.map_or(resource.used, |f| f.used);
+                        let available = resource.available(self.outage, self.instances);
                         Remaining {
                             limit,
-                            used: resource.used,
-                            remaining: left,
-                            available: left,
+                            used,
+                            remaining: limit.saturating_sub(used),
+                            available: u64::try_from(available.max(0)).unwrap_or(0),
                         }
                     })
                 };
@@ -834,7 +986,7 @@ impl Engine {
             job_types,
             models,
             memory,
-            instances: 1,
+            instances: self.instances as usize,
         }
     }
 
@@ -877,7 +1029,7 @@ mod tests {
     #[test]
     fn admission_reserves_the_estimate_and_settlement_refunds_in_window() {
         let t0 = Timestamp::from_millis(0);
-        let mut engine = Engine::new(&spec(1_000, 10), t0);
+        let mut engine = Engine::new(&spec(1_000, 10), t0, false);
         let Arrival::Admitted(r) = engine.arrive(0, 0) else {
             panic!("not admitted")
         };
@@ -893,7 +1045,7 @@ mod tests {
 
     #[test]
     fn later_window_is_charged_only_the_overage() {
-        let mut engine = Engine::new(&spec(1_000, 10), Timestamp::from_millis(0));
+        let mut engine = Engine::new(&spec(1_000, 10), Timestamp::from_millis(0), false);
         let Arrival::Admitted(r1) = engine.arrive(0, 0) else {
             panic!()
         };
@@ -921,13 +1073,13 @@ mod tests {
     fn waiters_are_granted_fifo_per_queue_without_head_of_line_blocking() {
         let t0 = Timestamp::from_millis(0);
         // One concurrent slot per type: ratio 0.5 of CONC 2.
-        let mut engine = Engine::new(&spec(1_000_000, 2), t0);
+        let mut engine = Engine::new(&spec(1_000_000, 2), t0, false);
         let Arrival::Admitted(a) = engine.arrive(0, 0) else {
             panic!()
         };
         assert!(matches!(engine.arrive(0, 0), Arrival::Wait));
-        let first = engine.enqueue(0, 0);
-        let second = engine.enqueue(0, 0);
+        let first = engine.enqueue(0, 0, false);
+        let second = engine.enqueue(0, 0, false);
         // Type b is not blocked by type a's queue.
         assert!(matches!(engine.arrive(0, 1), Arrival::Admitted(_)));
         let mut wake = Vec::new();

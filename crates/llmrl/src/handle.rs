@@ -7,9 +7,10 @@ use std::task::{Context, Poll, ready};
 
 use tokio::task::JoinHandle;
 
-use crate::core::{Core, TaskKey};
+use crate::core::Core;
 use crate::job::JobId;
 use crate::outcome::{Cause, Completion, JobError};
+use crate::registry::TaskKey;
 
 /// The outcome of a job.
 pub type JobOutcome<M, T, E> = Result<Completion<M, T>, JobError<M, E>>;
@@ -93,6 +94,7 @@ impl<M: 'static, T: 'static, E: 'static> Future for JobHandle<M, T, E> {
             State::Spawned { task, core, key } => match ready!(Pin::new(task).poll(cx)) {
                 Ok(outcome) => outcome,
                 Err(_) => core
+                    .tasks
                     .take_outcome(*key)
                     .and_then(|outcome| outcome.downcast::<JobOutcome<M, T, E>>().ok())
                     .map_or_else(|| shut_down(&this.job_id), |outcome| *outcome),
@@ -122,12 +124,12 @@ fn shut_down<M, T, E>(job_id: &JobId) -> JobOutcome<M, T, E> {
 impl<M, T, E> Drop for JobHandle<M, T, E> {
     fn drop(&mut self) {
         if let State::Spawned { core, key, task } = &self.state {
-            if !task.is_finished() {
-                core.handle_dropped(*key);
+            if task.is_finished() {
+                // Either the outcome is in the task (nothing registered) or a dropped task left
+                // it in the registry, where nobody will read it now.
+                drop(core.tasks.take_outcome(*key));
             } else {
-                // Finished: either the outcome is in the task (nothing registered) or a dropped
-                // task left it in the registry, where nobody will read it now.
-                drop(core.take_outcome(*key));
+                core.tasks.handle_dropped(*key);
             }
         }
     }

@@ -16,11 +16,14 @@
 //! paused clock.
 
 mod availability;
+pub mod backend;
 pub mod config;
 mod core;
+mod driver;
 mod engine;
 mod error;
 mod event;
+mod fleet;
 mod handle;
 mod id;
 mod instance;
@@ -31,6 +34,7 @@ mod named;
 mod notify;
 mod outcome;
 mod ratio;
+mod registry;
 mod run;
 mod slots;
 

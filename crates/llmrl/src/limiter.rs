@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::availability::Availability;
+use crate::backend::{Backend, DynBackend, FailureMode};
 use crate::clock::Clock;
 use crate::config::Spec;
 use crate::config::{Config, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig};
@@ -13,6 +14,7 @@ use crate::core::{Core, SlotsHook, SlotsHookFactory};
 use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::event::{Event, Listener};
+use crate::fleet::FleetOptions;
 use crate::handle::JobHandle;
 use crate::id::{JobType, ModelId, SingleModel};
 use crate::job::{JobContext, JobRequest, JobResult, OnComplete, OnError};
@@ -130,6 +132,12 @@ impl<M: ModelId, J: JobType> Limiter<M, J> {
         self.core.stop(grace).await;
     }
 
+    /// Waits until this instance has joined its fleet (or found the backend unreachable, its
+    /// failure mode then applying). Returns at once for a limiter without a backend.
+    pub async fn ready(&self) {
+        self.core.ready().await;
+    }
+
     /// What this instance can start now, per job type and model, and what is left of each
     /// model's limits.
     #[must_use]
@@ -156,6 +164,7 @@ pub(crate) struct Options {
     pub(crate) clock: Option<Clock>,
     pub(crate) listener: Option<Listener>,
     pub(crate) slots_hook: Option<SlotsHookFactory>,
+    pub(crate) fleet: Option<FleetOptions>,
 }
 
 impl Options {
@@ -166,7 +175,23 @@ impl Options {
             self.clock.unwrap_or_else(Clock::system),
             self.listener,
             self.slots_hook,
+            self.fleet,
         )
+    }
+
+    pub(crate) fn backend(&mut self, backend: impl Backend) {
+        let backend: Arc<dyn DynBackend> = Arc::new(backend);
+        match &mut self.fleet {
+            Some(fleet) => fleet.backend = backend,
+            None => self.fleet = Some(FleetOptions::new(backend)),
+        }
+    }
+
+    /// Changes the fleet settings; without a backend they have nothing to apply to.
+    pub(crate) fn fleet_setting(&mut self, set: impl FnOnce(&mut FleetOptions)) {
+        if let Some(fleet) = &mut self.fleet {
+            set(fleet);
+        }
     }
 
     /// Wraps the user's callback: snapshots are taken under the engine lock by `snapshot` (built
@@ -296,6 +321,35 @@ impl<M: ModelId, J: JobType, O> LimiterBuilder<M, J, O> {
     /// Listens to the limiter's [`Event`]s.
     pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.options.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Joins a fleet: the instances sharing `backend` stay, together, inside the models' limits
+    /// (SPEC §7). Without it the limiter is alone (its own fleet of one, with no backend calls).
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.options.backend(backend);
+        self
+    }
+
+    /// What to do while the fleet backend is unreachable (default
+    /// [`FailureMode::LastKnownShare`]). Call after [`backend`](Self::backend).
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.options
+            .fleet_setting(|fleet| fleet.failure_mode = mode);
+        self
+    }
+
+    /// How often the instance tells the fleet it is alive and refreshes its figures (default
+    /// 5 s). Call after [`backend`](Self::backend).
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.options.fleet_setting(|fleet| fleet.heartbeat = every);
+        self
+    }
+
+    /// How long any backend call may take before it counts as failed (default 1 s). Call
+    /// after [`backend`](Self::backend).
+    pub fn backend_timeout(mut self, timeout: Duration) -> Self {
+        self.options.fleet_setting(|fleet| fleet.timeout = timeout);
         self
     }
 

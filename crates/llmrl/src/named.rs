@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::availability::Availability;
+use crate::backend::{Backend, FailureMode};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::Spec;
@@ -117,6 +118,12 @@ impl NamedLimiter {
         self.core.stop(grace).await;
     }
 
+    /// Waits until this instance has joined its fleet; see
+    /// [`Limiter::ready`](crate::Limiter::ready).
+    pub async fn ready(&self) {
+        self.core.ready().await;
+    }
+
     /// What this instance can start now; see [`Limiter::availability`](crate::Limiter::availability).
     #[must_use]
     pub fn availability(&self) -> Availability<Arc<str>, Arc<str>> {
@@ -157,6 +164,31 @@ impl NamedLimiterBuilder {
     /// Listens to the limiter's [`Event`]s.
     pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.options.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Joins a fleet; see [`LimiterBuilder::backend`](crate::LimiterBuilder::backend).
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.options.backend(backend);
+        self
+    }
+
+    /// See [`LimiterBuilder::failure_mode`](crate::LimiterBuilder::failure_mode).
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.options
+            .fleet_setting(|fleet| fleet.failure_mode = mode);
+        self
+    }
+
+    /// See [`LimiterBuilder::heartbeat_interval`](crate::LimiterBuilder::heartbeat_interval).
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.options.fleet_setting(|fleet| fleet.heartbeat = every);
+        self
+    }
+
+    /// See [`LimiterBuilder::backend_timeout`](crate::LimiterBuilder::backend_timeout).
+    pub fn backend_timeout(mut self, timeout: Duration) -> Self {
+        self.options.fleet_setting(|fleet| fleet.timeout = timeout);
         self
     }
 

@@ -11,12 +11,13 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::config::Spec;
-use crate::core::{Acquire, Core, TaskKey};
+use crate::core::{Acquire, Core};
 use crate::engine::Reservation;
 use crate::event::Event;
 use crate::handle::{JobHandle, JobOutcome};
 use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
 use crate::outcome::{Cause, Completion, JobError, total_cost};
+use crate::registry::TaskKey;
 use crate::usage::{Usage, UsageEntry};
 
 /// Maps a model index to the model value the caller's face uses (an enum or a name).
@@ -182,7 +183,7 @@ where
     fn drop(&mut self) {
         let Some(task) = self.task else { return };
         if self.callbacks.is_none() {
-            self.core.job_ended(task);
+            self.core.tasks.ended(task);
             return;
         }
         let cause = if self.core.is_stopping() {
@@ -191,7 +192,7 @@ where
             Cause::Cancelled
         };
         let outcome = self.fail(cause);
-        self.core.job_dropped(task, Box::new(outcome));
+        self.core.tasks.dropped(task, Box::new(outcome));
     }
 }
 
@@ -231,17 +232,23 @@ struct Permit<'a> {
 }
 
 impl Permit<'_> {
-    fn settle(mut self, usage: &Usage) {
-        if let Some(reservation) = self.reservation.take() {
-            self.core.settle(reservation, Some(usage), self.job_id);
+    async fn settle(mut self, usage: &Usage) {
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        if let Some(settlement) = self.core.settle(reservation, Some(usage), self.job_id) {
+            self.core.report(settlement).await;
         }
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if let Some(reservation) = self.reservation.take() {
-            self.core.settle(reservation, None, self.job_id);
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        if let Some(settlement) = self.core.settle(reservation, None, self.job_id) {
+            self.core.report_later(settlement);
         }
     }
 }
@@ -269,9 +276,12 @@ where
     let mut position = 0;
     while let Some(&model) = order.get(position) {
         let acquired = match core.arrive(model, job_type) {
-            Ok(acquired) => acquired,
-            // Only waiting jobs pay for the timer and the wait state, boxed.
-            Err(queued) => Box::pin(core.wait(queued)).await,
+            Ok(Acquire::Admitted(reservation)) if !core.confirms() => {
+                Acquire::Admitted(reservation)
+            }
+            Ok(done @ (Acquire::TimedOut | Acquire::Closed)) => done,
+            // Only jobs that wait, or that the fleet must confirm, pay for that state, boxed.
+            step => Box::pin(core.acquire_slowly(model, job_type, step)).await,
         };
         let reservation = match acquired {
             Acquire::Admitted(reservation) => reservation,
@@ -316,7 +326,7 @@ where
                 return run.fail(Cause::Panicked(panic_message(&*panic)));
             }
             Ok(JobResult::Done { value, usage }) => {
-                permit.settle(&usage);
+                permit.settle(&usage).await;
                 run.record(model, &usage);
                 return run.succeed(value, model);
             }
@@ -325,7 +335,7 @@ where
                 usage,
                 delegate,
             }) => {
-                permit.settle(&usage);
+                permit.settle(&usage).await;
                 run.record(model, &usage);
                 if !delegate {
                     return run.fail(Cause::Rejected(error));
