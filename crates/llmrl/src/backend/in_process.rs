@@ -275,9 +275,8 @@ impl State {
         let mut unused = vec![[0u64; RESOURCES]; self.limits.len()];
         for (rank, member) in self.members.iter_mut().enumerate() {
             for (m, limits) in self.limits.iter().enumerate() {
-                for r in 0..RESOURCES {
-                    let share =
-                        limits.limits[r].map_or(0, |l| fair_share::share(l, n, rank as u64));
+                for (r, limit) in limits.limits.iter().enumerate() {
+                    let share = limit.map_or(0, |l| fair_share::share(l, n, rank as u64));
                     member.share[m][r] = share;
                     unused[m][r] += fair_share::unused(share, member.own[m][r]);
                 }
@@ -294,11 +293,10 @@ impl State {
     fn figures(&self, i: usize, model: usize) -> FleetFigures {
         let member = &self.members[i];
         let fleet = &self.models[model];
-        let mut others_unused = [0; RESOURCES];
-        for r in 0..RESOURCES {
+        let others_unused = std::array::from_fn(|r| {
             let own = fair_share::unused(member.share[model][r], member.own[model][r]);
-            others_unused[r] = fleet.unused[r].saturating_sub(own);
-        }
+            fleet.unused[r].saturating_sub(own)
+        });
         FleetFigures {
             windows: self.windows,
             share: member.share[model],
@@ -402,9 +400,9 @@ impl Backend for InProcessFleet {
             state.members[i].last_seen = now;
             // Reconcile: the instance's report is the truth about its own usage.
             for (m, reported) in own.models.iter().enumerate().take(models.len()) {
-                for r in 0..RESOURCES {
+                for (r, &reported) in reported.iter().enumerate() {
                     let current = r == CONCURRENCY || own.windows.of(r) == windows.of(r);
-                    let value = if current { reported[r] } else { 0 };
+                    let value = if current { reported } else { 0 };
                     let delta = i128::from(value) - i128::from(state.members[i].own[m][r]);
                     state.add_own(i, m, r, delta);
                     state.add_used(m, r, delta);
