@@ -18,6 +18,8 @@
 mod availability;
 pub mod backend;
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod core;
 mod driver;
 mod engine;
@@ -46,6 +48,7 @@ pub use crate::availability::{
     Availability, JobTypeAvailability, JobTypeOnModel, MemoryAvailability, ModelAvailability,
     Remaining,
 };
+pub use crate::backend::FailureMode;
 pub use crate::clock::{Clock, Timestamp};
 pub use crate::config::{
     Config, ConfigError, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig,
