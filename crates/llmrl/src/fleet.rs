@@ -18,21 +18,22 @@ use crate::core::Core;
 use crate::engine::Reservation;
 use crate::window::WindowLimit;
 
-/// How a limiter joins a fleet.
+/// How a limiter joins a fleet; settings left `None` come from the configuration's
+/// `[backend]` section (or its defaults).
 pub(crate) struct FleetOptions {
     pub(crate) backend: Arc<dyn DynBackend>,
-    pub(crate) failure_mode: FailureMode,
-    pub(crate) heartbeat: Duration,
-    pub(crate) timeout: Duration,
+    pub(crate) failure_mode: Option<FailureMode>,
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl FleetOptions {
     pub(crate) fn new(backend: Arc<dyn DynBackend>) -> Self {
         Self {
             backend,
-            failure_mode: FailureMode::default(),
-            heartbeat: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
+            failure_mode: None,
+            heartbeat: None,
+            timeout: None,
         }
     }
 }
@@ -66,11 +67,12 @@ impl FleetLink {
                 ModelLimits::new(m.name.clone(), limits)
             })
             .collect();
+        let defaults = &spec.backend;
         Self {
             backend: options.backend,
-            mode: options.failure_mode,
-            heartbeat: options.heartbeat,
-            timeout: options.timeout,
+            mode: options.failure_mode.unwrap_or(defaults.failure_mode),
+            heartbeat: options.heartbeat.unwrap_or(defaults.heartbeat_interval),
+            timeout: options.timeout.unwrap_or(defaults.timeout),
             limits,
             outage: AtomicBool::new(false),
             registered: AtomicBool::new(false),

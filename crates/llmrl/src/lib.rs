@@ -51,7 +51,8 @@ pub use crate::availability::{
 pub use crate::backend::FailureMode;
 pub use crate::clock::{Clock, Timestamp};
 pub use crate::config::{
-    Config, ConfigError, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig,
+    BackendConfig, Config, ConfigError, JobTypeConfig, MemoryConfig, ModelConfig,
+    RatioAdjustmentConfig,
 };
 pub use crate::error::{BuildError, QueueError};
 pub use crate::event::{Event, Listener, UsageAdjustment};

@@ -335,21 +335,23 @@ impl<M: ModelId, J: JobType, O> LimiterBuilder<M, J, O> {
     /// [`FailureMode::LastKnownShare`]). Call after [`backend`](Self::backend).
     pub fn failure_mode(mut self, mode: FailureMode) -> Self {
         self.options
-            .fleet_setting(|fleet| fleet.failure_mode = mode);
+            .fleet_setting(|fleet| fleet.failure_mode = Some(mode));
         self
     }
 
     /// How often the instance tells the fleet it is alive and refreshes its figures (default
     /// 5 s). Call after [`backend`](Self::backend).
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
-        self.options.fleet_setting(|fleet| fleet.heartbeat = every);
+        self.options
+            .fleet_setting(|fleet| fleet.heartbeat = Some(every));
         self
     }
 
     /// How long any backend call may take before it counts as failed (default 1 s). Call
     /// after [`backend`](Self::backend).
     pub fn backend_timeout(mut self, timeout: Duration) -> Self {
-        self.options.fleet_setting(|fleet| fleet.timeout = timeout);
+        self.options
+            .fleet_setting(|fleet| fleet.timeout = Some(timeout));
         self
     }
 

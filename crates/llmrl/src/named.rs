@@ -176,19 +176,21 @@ impl NamedLimiterBuilder {
     /// See [`LimiterBuilder::failure_mode`](crate::LimiterBuilder::failure_mode).
     pub fn failure_mode(mut self, mode: FailureMode) -> Self {
         self.options
-            .fleet_setting(|fleet| fleet.failure_mode = mode);
+            .fleet_setting(|fleet| fleet.failure_mode = Some(mode));
         self
     }
 
     /// See [`LimiterBuilder::heartbeat_interval`](crate::LimiterBuilder::heartbeat_interval).
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
-        self.options.fleet_setting(|fleet| fleet.heartbeat = every);
+        self.options
+            .fleet_setting(|fleet| fleet.heartbeat = Some(every));
         self
     }
 
     /// See [`LimiterBuilder::backend_timeout`](crate::LimiterBuilder::backend_timeout).
     pub fn backend_timeout(mut self, timeout: Duration) -> Self {
-        self.options.fleet_setting(|fleet| fleet.timeout = timeout);
+        self.options
+            .fleet_setting(|fleet| fleet.timeout = Some(timeout));
         self
     }
 

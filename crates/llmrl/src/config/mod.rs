@@ -61,6 +61,8 @@ pub struct Config {
     pub(crate) ratio_adjustment: Option<RatioAdjustmentConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) backend: Option<BackendConfig>,
     #[serde(flatten, skip_serializing)]
     pub(crate) unknown: Unknown,
 }
@@ -149,6 +151,19 @@ impl Config {
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = Some(id.into());
         self
+    }
+
+    /// Sets the fleet backend settings.
+    #[must_use]
+    pub fn backend(mut self, backend: BackendConfig) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The fleet backend settings, if any.
+    #[must_use]
+    pub const fn backend_settings(&self) -> Option<&BackendConfig> {
+        self.backend.as_ref()
     }
 
     /// The model ids, in the order they were written.
@@ -514,6 +529,93 @@ impl RatioAdjustmentConfig {
     #[must_use]
     pub fn min_ratio(mut self, ratio: f64) -> Self {
         self.min_ratio = Some(ratio);
+        self
+    }
+}
+
+/// Which fleet backend a limiter uses, and how (SPEC §7). The default is `in_process`: a limiter
+/// alone, or a fleet shared in code through [`InProcessFleet`](crate::backend::InProcessFleet).
+/// The `redis` backend lives in the `llmrl-redis` crate; programs that offer it (the `llmrl`
+/// command) build it from `url` and `prefix`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BackendConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) failure_mode: Option<crate::backend::FailureMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) heartbeat_interval: Option<DurationValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stale_after: Option<DurationValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) timeout: Option<DurationValue>,
+    #[serde(flatten, skip_serializing)]
+    pub(crate) unknown: Unknown,
+}
+
+impl BackendConfig {
+    /// The in-process backend.
+    #[must_use]
+    pub fn in_process() -> Self {
+        Self {
+            kind: Some("in_process".into()),
+            ..Self::default()
+        }
+    }
+
+    /// A Redis backend at `url` (`redis://` or `rediss://`).
+    #[must_use]
+    pub fn redis(url: impl Into<String>) -> Self {
+        Self {
+            kind: Some("redis".into()),
+            url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
+    /// `in_process` (the default) or `redis`.
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or("in_process")
+    }
+
+    /// The Redis URL, for the `redis` kind.
+    #[must_use]
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The key prefix isolating this limiter's keys on a shared Redis (default `llmrl`).
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("llmrl")
+    }
+
+    /// Sets the key prefix.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// How long an instance may stay silent before the fleet evicts it (default 15 s), for the
+    /// programs that build the backend.
+    #[must_use]
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+            .as_ref()
+            .and_then(|d| d.resolve().ok().flatten())
+            .unwrap_or(Duration::from_secs(15))
+    }
+
+    /// Sets the failure mode.
+    #[must_use]
+    pub fn with_failure_mode(mut self, mode: crate::backend::FailureMode) -> Self {
+        self.failure_mode = Some(mode);
         self
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::problem::{Problem, path_of};
 use super::{Config, ConfigError, DurationValue, Unknown};
+use crate::backend::FailureMode;
 use crate::usage::Pricing;
 use crate::window::WindowLimit;
 
@@ -25,7 +26,17 @@ pub(crate) struct Spec {
     pub(crate) memory: MemorySpec,
     pub(crate) ratio_adjustment: RatioAdjustmentSpec,
     pub(crate) instance_id: Option<String>,
+    pub(crate) backend: BackendSpec,
     pub(crate) warnings: Vec<String>,
+}
+
+/// Validated backend settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BackendSpec {
+    pub(crate) failure_mode: FailureMode,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) stale_after: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -297,6 +308,7 @@ pub(crate) fn validate(config: &Config) -> Result<Spec, ConfigError> {
     }
 
     let memory = validate_memory(&mut v, config);
+    let backend = validate_backend(&mut v, config);
     let ratio_adjustment = validate_ratio_adjustment(&mut v, config);
 
     if config.job_types.is_empty() {
@@ -405,6 +417,7 @@ pub(crate) fn validate(config: &Config) -> Result<Spec, ConfigError> {
         memory,
         ratio_adjustment,
         instance_id: config.instance_id.clone(),
+        backend,
         warnings: Vec::new(),
     };
     spec.warnings = warnings(&spec);
@@ -433,6 +446,77 @@ fn validate_memory(v: &mut Validator, config: &Config) -> MemorySpec {
         None => {}
     }
     v.unknown(&["memory"], &memory.unknown);
+    spec
+}
+
+fn validate_backend(v: &mut Validator, config: &Config) -> BackendSpec {
+    let mut spec = BackendSpec {
+        failure_mode: FailureMode::default(),
+        heartbeat_interval: Duration::from_secs(5),
+        stale_after: Duration::from_secs(15),
+        timeout: Duration::from_secs(1),
+    };
+    let Some(backend) = &config.backend else {
+        return spec;
+    };
+    let at = |key: &'static str| ["backend", key];
+    match backend.kind() {
+        "in_process" => {}
+        "redis" => match backend.url.as_deref() {
+            None => v.problem(&at("url"), "", "is required for the redis backend"),
+            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => v
+                .problem(
+                    &at("url"),
+                    // The URL may hold a password: show only its scheme.
+                    format!("{:?}", url.split("://").next().unwrap_or("")),
+                    "must start with redis:// or rediss://",
+                ),
+            Some(_) => {}
+        },
+        other => v.problem(
+            &at("kind"),
+            format!("{other:?}"),
+            "must be \"in_process\" or \"redis\"",
+        ),
+    }
+    if let Some(prefix) = &backend.prefix {
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            v.problem(
+                &at("prefix"),
+                format!("{prefix:?}"),
+                "must be non-empty and free of braces",
+            );
+        }
+    }
+    if let Some(mode) = backend.failure_mode {
+        spec.failure_mode = mode;
+    }
+    for (key, value, slot) in [
+        (
+            "heartbeat_interval",
+            &backend.heartbeat_interval,
+            &mut spec.heartbeat_interval,
+        ),
+        ("stale_after", &backend.stale_after, &mut spec.stale_after),
+        ("timeout", &backend.timeout, &mut spec.timeout),
+    ] {
+        match v.duration(&at(key), value.as_ref()) {
+            Some(d) if d.is_zero() => v.problem(&at(key), 0, "must be greater than 0"),
+            Some(d) => *slot = d,
+            None => {}
+        }
+    }
+    if spec.stale_after <= spec.heartbeat_interval {
+        v.problem(
+            &at("stale_after"),
+            format!("{:?}", spec.stale_after),
+            format!(
+                "must be longer than heartbeat_interval ({:?})",
+                spec.heartbeat_interval
+            ),
+        );
+    }
+    v.unknown(&["backend"], &backend.unknown);
     spec
 }
 
