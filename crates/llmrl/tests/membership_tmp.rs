@@ -1,3 +1,4 @@
+//! Membership scenarios of the conformance suite (until the whole suite runs from conformance.rs).
 use llmrl::conformance::{InProcess, membership};
 #[tokio::test(start_paused = true)]
 async fn a() {

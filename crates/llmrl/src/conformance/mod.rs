@@ -229,12 +229,12 @@ pub fn assert_parts_within_remaining(instances: &[&NamedLimiter]) {
             let Some(_) = pick(first) else { continue };
             let parts: u64 = snapshots
                 .iter()
-                .filter_map(|s| pick(s))
+                .filter_map(pick)
                 .map(|r| r.available)
                 .sum();
             let remaining = snapshots
                 .iter()
-                .filter_map(|s| pick(s))
+                .filter_map(pick)
                 .map(|r| r.remaining)
                 .min()
                 .unwrap_or(0);
