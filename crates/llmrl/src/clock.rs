@@ -1,6 +1,10 @@
 //! Time: every `now` and every sleep of a limiter goes through a [`Clock`].
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
 
 /// A point in time: milliseconds since the UNIX epoch (UTC).
 ///
@@ -42,6 +46,8 @@ impl Timestamp {
 /// - [`Clock::virtual_at`] follows tokio's clock from a chosen epoch time, so with
 ///   `#[tokio::test(start_paused = true)]` a simulated day of traffic runs in milliseconds and
 ///   repeats exactly.
+/// - [`Clock::manual_at`] moves only when told to ([`Clock::advance`]), while tokio runs in real
+///   time: for tests that talk to real servers (a Redis backend) yet control the windows.
 ///
 /// ```
 /// use llmrl::{Clock, Timestamp};
@@ -64,6 +70,7 @@ enum Kind {
         epoch: Timestamp,
         origin: tokio::time::Instant,
     },
+    Manual(Arc<watch::Sender<Timestamp>>),
 }
 
 impl Clock {
@@ -87,6 +94,30 @@ impl Clock {
         }
     }
 
+    /// A clock that reads `start` until [`Clock::advance`] moves it. Clones share the time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llmrl::{Clock, Timestamp};
+    /// let clock = Clock::manual_at(Timestamp::from_millis(1_000));
+    /// clock.advance(Duration::from_secs(60));
+    /// assert_eq!(clock.now(), Timestamp::from_millis(61_000));
+    /// ```
+    #[must_use]
+    pub fn manual_at(start: Timestamp) -> Self {
+        Self {
+            kind: Kind::Manual(Arc::new(watch::Sender::new(start))),
+        }
+    }
+
+    /// Moves a [manual](Clock::manual_at) clock forward, waking its sleepers; does nothing to
+    /// other clocks.
+    pub fn advance(&self, by: Duration) {
+        if let Kind::Manual(time) = &self.kind {
+            time.send_modify(|now| *now = now.saturating_add(by));
+        }
+    }
+
     /// The current time.
     #[must_use]
     pub fn now(&self) -> Timestamp {
@@ -98,25 +129,40 @@ impl Clock {
                 Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
             }
             Kind::Virtual { epoch, origin } => epoch.saturating_add(origin.elapsed()),
+            Kind::Manual(time) => *time.borrow(),
         }
     }
 
     /// The tokio instant at which this clock reads `t` (capped far in the future, so a huge `t`
     /// never overflows into an instant timeout).
-    #[must_use]
-    pub fn instant_at(&self, t: Timestamp) -> tokio::time::Instant {
+    fn instant_at(&self, t: Timestamp) -> tokio::time::Instant {
         // About thirty years: far enough to mean "never" for a limiter, small enough for tokio.
         const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
         let (base, now) = match &self.kind {
-            Kind::System => (tokio::time::Instant::now(), self.now()),
             Kind::Virtual { epoch, origin } => (*origin, *epoch),
+            Kind::System | Kind::Manual(_) => (tokio::time::Instant::now(), self.now()),
         };
         let ahead = t.saturating_duration_since(now).min(FAR);
         base.checked_add(ahead).unwrap_or(base + FAR / 2)
     }
 
     /// Sleeps until the clock reads `t` (returns at once if it already does).
-    pub fn sleep_until(&self, t: Timestamp) -> tokio::time::Sleep {
-        tokio::time::sleep_until(self.instant_at(t))
+    pub fn sleep_until(&self, t: Timestamp) -> impl Future<Output = ()> + Send + 'static {
+        let manual = match &self.kind {
+            Kind::Manual(time) => Some(time.subscribe()),
+            Kind::System | Kind::Virtual { .. } => None,
+        };
+        let timer = manual
+            .is_none()
+            .then(|| tokio::time::sleep_until(self.instant_at(t)));
+        async move {
+            match (manual, timer) {
+                (Some(mut time), _) => {
+                    let _ = time.wait_for(|now| *now >= t).await;
+                }
+                (None, Some(timer)) => timer.await,
+                (None, None) => {}
+            }
+        }
     }
 }
