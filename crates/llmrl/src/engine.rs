@@ -106,10 +106,15 @@ struct FleetResource {
 }
 
 impl Resource {
-    /// The base of the job types' parts: the limit alone, the fair share in a fleet.
-    fn share(&self) -> Option<u64> {
-        self.limit
-            .map(|limit| self.fleet.map_or(limit, |f| f.share))
+    /// The base of the job types' parts: the limit alone, the fair share in a fleet, and
+    /// during a backend outage what the failure mode allows (the whole limit when `open`, the
+    /// last known share without the remainder otherwise).
+    fn share(&self, outage: Option<FailureMode>, instances: u32) -> Option<u64> {
+        self.limit.map(|limit| match (self.fleet, outage) {
+            (None, _) | (Some(_), Some(FailureMode::Open)) => limit,
+            (Some(_), Some(FailureMode::LastKnownShare)) => limit / u64::from(instances.max(1)),
+            (Some(fleet), _) => fleet.share,
+        })
     }
 
     /// What this instance may still take (`A`, SPEC §6.1, §7.1); negative when the fleet's
@@ -298,9 +303,10 @@ impl Engine {
 
     /// Entitlements follow ratios and shares; recompute after either changes.
     fn recompute_entitlements(&mut self) {
+        let (outage, instances) = (self.outage, self.instances);
         for model in &mut self.models {
             for (r, resource) in model.resources.iter_mut().enumerate() {
-                let Some(share) = resource.share() else {
+                let Some(share) = resource.share(outage, instances) else {
                     continue;
                 };
                 for (t, ent) in resource.entitlement.iter_mut().enumerate() {
@@ -891,6 +897,7 @@ impl Engine {
     pub(crate) fn set_outage(&mut self, outage: Option<FailureMode>) {
         if self.outage != outage {
             self.outage = outage;
+            self.recompute_entitlements();
             self.dirty |= 1 << DISTRIBUTED;
         }
     }
