@@ -44,15 +44,17 @@ pub(crate) struct Reservation {
     minute: u64,
     day: u64,
     memory_kb: u64,
+    /// The windows the fleet backend reserved in, by its own clock (which may be the server's).
+    pub(crate) backend_windows: Option<Windows>,
 }
 
 impl Reservation {
-    /// The windows the reservation was taken in.
-    pub(crate) const fn windows(&self) -> Windows {
-        Windows {
+    /// The windows the reservation was taken in, as the backend counts them.
+    pub(crate) fn windows(&self) -> Windows {
+        self.backend_windows.unwrap_or(Windows {
             minute: self.minute,
             day: self.day,
-        }
+        })
     }
 }
 
@@ -498,6 +500,7 @@ impl Engine {
             minute: self.minute,
             day: self.day,
             memory_kb,
+            backend_windows: None,
         })
     }
 

@@ -136,12 +136,22 @@ impl Core {
         match reply {
             Ok(reply) if reply.admitted => {
                 session.apply_fleet(reply.instances, model, &reply.figures);
+                let mut reservation = reservation;
+                reservation.backend_windows = Some(reply.figures.windows);
                 Some(reservation)
             }
             Ok(reply) => {
                 // The backend's figures do not hold this reservation: undo it first.
                 session.memory_released = session.unreserve(reservation, now);
                 session.apply_fleet(reply.instances, model, &reply.figures);
+                session.grant(None);
+                None
+            }
+            Err(BackendError::NotRegistered) => {
+                // Evicted or forgotten: register again at once; meanwhile the job waits.
+                link.registered.store(false, Ordering::Release);
+                link.wake_driver.notify_one();
+                session.memory_released = session.unreserve(reservation, now);
                 session.grant(None);
                 None
             }

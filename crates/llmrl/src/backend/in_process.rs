@@ -245,7 +245,7 @@ impl State {
         self.index
             .get(id)
             .copied()
-            .ok_or_else(|| BackendError::Protocol(format!("instance {id:?} is not registered")))
+            .ok_or(BackendError::NotRegistered)
     }
 
     fn limit(&self, model: usize, resource: usize) -> Option<u64> {

@@ -94,6 +94,26 @@ pub struct FleetFigures {
     pub others_unused: [u64; RESOURCES],
 }
 
+impl FleetFigures {
+    /// Figures for one model in `windows`, per resource.
+    #[must_use]
+    pub const fn new(
+        windows: Windows,
+        share: [u64; RESOURCES],
+        used: [u64; RESOURCES],
+        own: [u64; RESOURCES],
+        others_unused: [u64; RESOURCES],
+    ) -> Self {
+        Self {
+            windows,
+            share,
+            used,
+            own,
+            others_unused,
+        }
+    }
+}
+
 /// What an instance knows of the fleet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -102,6 +122,14 @@ pub struct FleetView {
     pub instances: u32,
     /// Per model, in configuration order.
     pub models: Vec<FleetFigures>,
+}
+
+impl FleetView {
+    /// A fleet of `instances` live instances, with figures per model.
+    #[must_use]
+    pub const fn new(instances: u32, models: Vec<FleetFigures>) -> Self {
+        Self { instances, models }
+    }
 }
 
 /// A request to admit one job on one model.
@@ -128,6 +156,18 @@ pub struct AdmitReply {
     pub figures: FleetFigures,
 }
 
+impl AdmitReply {
+    /// An answer: admitted or not, with the fleet's size and fresh figures for the model.
+    #[must_use]
+    pub const fn new(admitted: bool, instances: u32, figures: FleetFigures) -> Self {
+        Self {
+            admitted,
+            instances,
+            figures,
+        }
+    }
+}
+
 /// How a reservation ends, for the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -142,6 +182,26 @@ pub struct Settlement {
     pub outcome: SettlementOutcome,
     /// The instance's clock.
     pub now: Timestamp,
+}
+
+impl Settlement {
+    /// A settlement of a reservation taken in `reserved_in`.
+    #[must_use]
+    pub const fn new(
+        model: usize,
+        reserved_in: Windows,
+        estimates: [u64; 4],
+        outcome: SettlementOutcome,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            model,
+            reserved_in,
+            estimates,
+            outcome,
+            now,
+        }
+    }
 }
 
 /// What happened to a reserved job.
@@ -188,6 +248,10 @@ pub enum BackendError {
     /// The fleet's models or limits differ from this instance's.
     #[error("fleet configuration mismatch: {0}")]
     Mismatch(String),
+    /// The backend does not know this instance (evicted, or the backend lost its state): it
+    /// must register again.
+    #[error("instance not registered with the fleet")]
+    NotRegistered,
     /// The backend answered something unexpected.
     #[error("backend protocol error: {0}")]
     Protocol(String),

@@ -91,7 +91,7 @@ pub async fn an_evicted_instance_registers_again<H: Harness>(h: &H) {
     // b is alive but silent for longer than the stale threshold (a paused process).
     let b = NamedLimiter::builder(config().instance_id("b"))
         .clock(h.clock())
-        .backend(fleet.clone())
+        .backend(h.backend(&fleet))
         .heartbeat_interval(Duration::from_secs(60))
         .build()
         .unwrap();

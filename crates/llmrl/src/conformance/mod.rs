@@ -33,11 +33,18 @@ pub const EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// What a backend must provide to run the suite.
 pub trait Harness: Sync {
-    /// The backend under test.
-    type Fleet: Backend + Clone;
+    /// What identifies one fleet on the backend under test (the shared state itself, or where
+    /// to find it).
+    type Fleet: Send + Sync;
+    /// The backend one instance uses.
+    type Backend: Backend;
 
     /// A fresh, empty fleet whose instances are evicted after `stale_after` of silence.
     fn fleet(&self, stale_after: Duration) -> Self::Fleet;
+
+    /// A backend for one more instance of `fleet` (each instance has its own, as in a real
+    /// deployment: its own connections).
+    fn backend(&self, fleet: &Self::Fleet) -> Self::Backend;
 
     /// The clock instances use; it starts at [`EPOCH_MS`] (or at a minute boundary).
     fn clock(&self) -> Clock;
@@ -66,9 +73,14 @@ pub struct InProcess;
 
 impl Harness for InProcess {
     type Fleet = InProcessFleet;
+    type Backend = InProcessFleet;
 
     fn fleet(&self, stale_after: Duration) -> InProcessFleet {
         InProcessFleet::with_stale_threshold(stale_after)
+    }
+
+    fn backend(&self, fleet: &InProcessFleet) -> InProcessFleet {
+        fleet.clone()
     }
 
     fn clock(&self) -> Clock {
@@ -152,7 +164,7 @@ pub async fn instance_with<H: Harness>(
 ) -> NamedLimiter {
     let limiter = NamedLimiter::builder(config.instance_id(id))
         .clock(h.clock())
-        .backend(fleet.clone())
+        .backend(h.backend(fleet))
         .failure_mode(mode)
         .build()
         .unwrap();
@@ -227,11 +239,7 @@ pub fn assert_parts_within_remaining(instances: &[&NamedLimiter]) {
                 }
             };
             let Some(_) = pick(first) else { continue };
-            let parts: u64 = snapshots
-                .iter()
-                .filter_map(pick)
-                .map(|r| r.available)
-                .sum();
+            let parts: u64 = snapshots.iter().filter_map(pick).map(|r| r.available).sum();
             let remaining = snapshots
                 .iter()
                 .filter_map(pick)
