@@ -33,6 +33,8 @@ mod config;
 mod error;
 mod propagation;
 mod script;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use backend::RedisBackend;
 pub use config::{RedisConfig, WindowClock};

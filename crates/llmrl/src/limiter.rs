@@ -145,6 +145,12 @@ impl<M: ModelId, J: JobType> Limiter<M, J> {
         self.core.availability(|m| M::ALL[m], |t| J::ALL[t])
     }
 
+    /// The clock this limiter reads.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
+    }
+
     /// This instance's id.
     #[must_use]
     pub fn instance_id(&self) -> &str {

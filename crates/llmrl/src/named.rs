@@ -134,6 +134,12 @@ impl NamedLimiter {
         )
     }
 
+    /// The clock this limiter reads.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
+    }
+
     /// This instance's id.
     #[must_use]
     pub fn instance_id(&self) -> &str {

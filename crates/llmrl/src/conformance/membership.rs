@@ -106,7 +106,10 @@ pub async fn an_evicted_instance_registers_again<H: Harness>(h: &H) {
     assert_eq!(counts(&[&a, &b]), vec![Some(5), Some(5)]);
     let running = jobs(&b, "b", 1, Duration::from_secs(1), 10_000);
     for handle in running {
-        assert!(handle.await.is_ok(), "b admits jobs after re-registering");
+        assert!(
+            h.run_until(handle).await.is_ok(),
+            "b admits jobs after re-registering"
+        );
     }
     a.stop(Duration::ZERO).await;
     b.stop(Duration::ZERO).await;

@@ -64,12 +64,19 @@ pub trait Harness: Sync {
 
     /// Makes `fleet` forget everything, as a restarted (or flushed) backend would.
     fn reset(&self, fleet: &Self::Fleet) -> impl Future<Output = ()> + Send;
+
+    /// Awaits `future` (typically a job's handle) while keeping time moving, so that jobs that
+    /// sleep on the clock end. Paused tokio time moves by itself; a manual clock is advanced.
+    fn run_until<F: Future + Send>(&self, future: F) -> impl Future<Output = F::Output> + Send;
 }
 
 /// The in-process backend on tokio's paused clock: run its scenarios with
 /// `#[tokio::test(start_paused = true)]`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InProcess;
+#[derive(Debug, Default)]
+pub struct InProcess {
+    /// One clock for every instance of a scenario, started on first use.
+    clock: std::sync::OnceLock<Clock>,
+}
 
 impl Harness for InProcess {
     type Fleet = InProcessFleet;
@@ -84,7 +91,9 @@ impl Harness for InProcess {
     }
 
     fn clock(&self) -> Clock {
-        Clock::virtual_at(Timestamp::from_millis(EPOCH_MS))
+        self.clock
+            .get_or_init(|| Clock::virtual_at(Timestamp::from_millis(EPOCH_MS)))
+            .clone()
     }
 
     async fn advance(&self, by: Duration) {
@@ -102,6 +111,10 @@ impl Harness for InProcess {
 
     async fn reset(&self, fleet: &InProcessFleet) {
         fleet.reset();
+    }
+
+    async fn run_until<F: Future + Send>(&self, future: F) -> F::Output {
+        future.await
     }
 }
 
@@ -175,7 +188,8 @@ pub async fn instance_with<H: Harness>(
 /// The handle a scenario keeps for each job.
 pub type Handle = JobHandle<Arc<str>, Arc<str>, String>;
 
-/// Queues a job of type `job_type` that runs for `run_for`, then reports `usage`.
+/// Queues a job of type `job_type` that runs for `run_for` on the limiter's clock (so that it
+/// ends when the harness moves time), then reports `usage`.
 pub fn job(
     limiter: &NamedLimiter,
     id: &str,
@@ -183,15 +197,17 @@ pub fn job(
     run_for: Duration,
     usage: Usage,
 ) -> Handle {
-    let request = JobRequest::new(
-        id.to_owned(),
-        job_type.to_owned(),
-        move |ctx: JobContext<Arc<str>>| async move {
-            tokio::time::sleep(run_for).await;
+    let clock = limiter.clock().clone();
+    let run = move |ctx: JobContext<Arc<str>>| {
+        let clock = clock.clone();
+        async move {
+            clock.sleep_until(clock.now().saturating_add(run_for)).await;
             JobResult::done(ctx.model, usage)
-        },
-    );
-    limiter.queue_job(request).unwrap()
+        }
+    };
+    limiter
+        .queue_job(JobRequest::new(id.to_owned(), job_type.to_owned(), run))
+        .unwrap()
 }
 
 /// `n` jobs of type `j` that each hold a slot for `run_for` and report `tokens` tokens.
@@ -257,12 +273,12 @@ pub fn assert_parts_within_remaining(instances: &[&NamedLimiter]) {
 
 /// Turns every scenario of the suite into a test function.
 ///
-/// `$(#[$attr])*` are the test attributes (e.g. `#[tokio::test(start_paused = true)]`), and
-/// `$harness` an expression making the [`Harness`].
+/// `#[$attr]` is the test attribute (e.g. `#[tokio::test(start_paused = true)]`), and
+/// `$harness` an expression making a fresh [`Harness`] for each test.
 #[macro_export]
 macro_rules! conformance_suite {
-    ($(#[$attr:meta])* harness = $harness:expr) => {
-        $crate::conformance_suite!(@tests [$(#[$attr])*] $harness;
+    (#[$attr:meta] harness = $harness:expr) => {
+        $crate::conformance_suite!(@tests $attr, $harness;
             membership::one_instance_has_all_slots,
             membership::a_second_instance_halves_the_first,
             membership::a_leaving_instance_gives_its_share_back_at_once,
@@ -289,9 +305,9 @@ macro_rules! conformance_suite {
             seeds::escalation_to_the_third_model,
         );
     };
-    (@tests [$(#[$attr:meta])*] $harness:expr; $($module:ident :: $name:ident),* $(,)?) => {
+    (@tests $attr:meta, $harness:expr; $($module:ident :: $name:ident),* $(,)?) => {
         $(
-            $(#[$attr])*
+            #[$attr]
             async fn $name() {
                 $crate::conformance::$module::$name(&$harness).await;
             }
