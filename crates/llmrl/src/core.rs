@@ -399,6 +399,15 @@ impl Core {
         settlement
     }
 
+    /// Settles a reservation whose attempt ended without a usage report (a panic, a cancelled
+    /// job, a dropped lease): its estimate stays counted, its concurrency unit is freed; the
+    /// fleet hears of it through the driver, since nothing here can wait.
+    pub(crate) fn settle_unknown(&self, reservation: Reservation, job_id: &JobId) {
+        if let Some(settlement) = self.settle(reservation, None, job_id) {
+            self.report_later(settlement);
+        }
+    }
+
     /// Gives back a reservation whose job never started.
     fn unreserve(&self, reservation: Reservation) {
         let now = self.clock.now();

@@ -17,7 +17,8 @@ use crate::event::{Event, Listener};
 use crate::fleet::FleetOptions;
 use crate::handle::JobHandle;
 use crate::id::{JobType, ModelId, SingleModel};
-use crate::job::{JobContext, JobRequest, JobResult, OnComplete, OnError};
+use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
+use crate::lease::{AcquireError, Lease};
 use crate::notify::{RelativeAdjustment, SlotsChangeReason};
 use crate::run;
 
@@ -122,6 +123,28 @@ impl<M: ModelId, J: JobType> Limiter<M, J> {
     {
         let job_type = request.job_type.index();
         run::queue(&self.core, job_type, request, |_, model| M::ALL[model])
+    }
+
+    /// Acquires capacity for one job of `job_type` that the caller runs itself, on the first
+    /// model of the escalation order that admits it within its wait bound.
+    ///
+    /// # Errors
+    /// [`AcquireError::Exhausted`] if no model had capacity in time, [`AcquireError::ShutDown`]
+    /// if the limiter is stopping.
+    pub async fn acquire(
+        &self,
+        job_id: impl Into<JobId>,
+        job_type: J,
+    ) -> Result<Lease<M>, AcquireError> {
+        Lease::acquire(
+            self.core.clone(),
+            job_type.index(),
+            job_id.into(),
+            |_, model| M::ALL[model],
+            0,
+            1,
+        )
+        .await
     }
 
     /// Stops the limiter: admits nothing more, fails waiting jobs with

@@ -15,7 +15,8 @@ use crate::engine::Engine;
 use crate::error::{BuildError, QueueError};
 use crate::event::Event;
 use crate::handle::JobHandle;
-use crate::job::{JobContext, JobRequest, JobResult, OnComplete, OnError};
+use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
+use crate::lease::{AcquireError, Lease};
 use crate::limiter::Options;
 use crate::notify::{RelativeAdjustment, SlotsChangeReason};
 use crate::run;
@@ -91,6 +92,29 @@ impl NamedLimiter {
         Ok(run::queue(&self.core, job_type, request, |spec, model| {
             spec.models[model].name.clone()
         }))
+    }
+
+    /// Acquires capacity for one job of the named type that the caller runs itself; see
+    /// [`Limiter::acquire`](crate::Limiter::acquire).
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJobType`] for an unknown job type; otherwise the inner
+    /// [`AcquireError`].
+    pub async fn acquire(
+        &self,
+        job_id: impl Into<JobId>,
+        job_type: &str,
+    ) -> Result<Result<Lease<Arc<str>>, AcquireError>, QueueError> {
+        let job_type = self.job_type_index(job_type)?;
+        Ok(Lease::acquire(
+            self.core.clone(),
+            job_type,
+            job_id.into(),
+            |spec, model| spec.models[model].name.clone(),
+            0,
+            1,
+        )
+        .await)
     }
 
     fn job_type_index(&self, name: &str) -> Result<usize, QueueError> {

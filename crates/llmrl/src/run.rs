@@ -11,9 +11,9 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::config::Spec;
-use crate::core::{Acquire, Core};
+use crate::core::Core;
 use crate::engine::Reservation;
-use crate::event::Event;
+use crate::escalation::{Escalation, delegated, first_admitting, started};
 use crate::handle::{JobHandle, JobOutcome};
 use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
 use crate::outcome::{Cause, Completion, JobError, total_cost};
@@ -270,38 +270,21 @@ where
     A: Clone,
 {
     let core = run.core.clone();
-    let order = &core.spec.order;
+    let job_id = run.job_id.clone();
     let mut attempt = 0;
     let mut last_rejection = None;
-    let mut position = 0;
-    while let Some(&model) = order.get(position) {
-        let acquired = match core.arrive(model, job_type) {
-            Ok(Acquire::Admitted(reservation)) if !core.confirms() => {
-                Acquire::Admitted(reservation)
-            }
-            Ok(done @ (Acquire::TimedOut | Acquire::Closed)) => done,
-            // Only jobs that wait, or that the fleet must confirm, pay for that state, boxed.
-            step => Box::pin(core.acquire_slowly(model, job_type, step)).await,
+    let mut from = 0;
+    loop {
+        let (position, reservation) = match first_admitting(&core, job_type, from, &job_id).await {
+            Escalation::Admitted {
+                position,
+                reservation,
+            } => (position, reservation),
+            Escalation::Exhausted => return run.fail(Cause::Exhausted { last_rejection }),
+            Escalation::Closed => return run.fail(Cause::ShutDown),
         };
-        let reservation = match acquired {
-            Acquire::Admitted(reservation) => reservation,
-            Acquire::TimedOut => {
-                tracing::debug!(
-                    model = %core.spec.models[model].name,
-                    "wait bound reached without capacity; escalating to the next model"
-                );
-                core.emit(|spec| Event::Escalated {
-                    job_id: run.job_id.clone(),
-                    job_type: spec.job_types[job_type].name.clone(),
-                    from: spec.models[model].name.clone(),
-                });
-                position += 1;
-                continue;
-            }
-            Acquire::Closed => return run.fail(Cause::ShutDown),
-        };
+        let model = core.spec.order[position];
         attempt += 1;
-        let job_id = run.job_id.clone();
         let permit = Permit {
             core: &core,
             job_id: &job_id,
@@ -313,13 +296,7 @@ where
             args: args.clone(),
             job_id: job_id.clone(),
         };
-        tracing::debug!(model = %core.spec.models[model].name, attempt, "job started");
-        core.emit(|spec| Event::Started {
-            job_id: job_id.clone(),
-            job_type: spec.job_types[job_type].name.clone(),
-            model: spec.models[model].name.clone(),
-            attempt,
-        });
+        started(&core, &job_id, job_type, model, attempt);
         match AssertUnwindSafe(job(context)).catch_unwind().await {
             Err(panic) => {
                 drop(permit);
@@ -340,19 +317,13 @@ where
                 if !delegate {
                     return run.fail(Cause::Rejected(error));
                 }
-                if position + 1 == order.len() {
+                if position + 1 == core.spec.order.len() {
                     return run.fail(Cause::RejectedOnLastModel(error));
                 }
-                tracing::debug!(model = %core.spec.models[model].name, "job delegated to the next model");
-                core.emit(|spec| Event::Delegated {
-                    job_id: job_id.clone(),
-                    job_type: spec.job_types[job_type].name.clone(),
-                    from: spec.models[model].name.clone(),
-                });
+                delegated(&core, &job_id, job_type, model);
                 last_rejection = Some(error);
-                position += 1;
+                from = position + 1;
             }
         }
     }
-    run.fail(Cause::Exhausted { last_rejection })
 }
