@@ -112,4 +112,8 @@ pub struct Remaining {
     /// What this instance may still take (`A`: all of `remaining` when alone, its part of the
     /// fair share in a fleet).
     pub available: u64,
+    /// This instance's fair share of the limit (the whole limit when alone).
+    pub share: u64,
+    /// What this instance used of it in the current window (in flight, for concurrency).
+    pub own: u64,
 }

@@ -71,6 +71,11 @@ enum Kind {
         origin: tokio::time::Instant,
     },
     Manual(Arc<watch::Sender<Timestamp>>),
+    Scaled {
+        anchor: Timestamp,
+        start: Timestamp,
+        factor: u32,
+    },
 }
 
 impl Clock {
@@ -110,6 +115,23 @@ impl Clock {
         }
     }
 
+    /// A clock that reads `start` at the wall-clock instant `anchor` and then runs `factor`
+    /// times faster than wall time: a minute passes in `60 / factor` seconds.
+    ///
+    /// Separate processes given the same `anchor`, `start` and `factor` read the same time, so
+    /// a fleet can be run through minutes of traffic quickly (end-to-end tests, demos). Sleeps
+    /// are real, scaled down.
+    #[must_use]
+    pub fn scaled(anchor: Timestamp, start: Timestamp, factor: u32) -> Self {
+        Self {
+            kind: Kind::Scaled {
+                anchor,
+                start,
+                factor: factor.max(1),
+            },
+        }
+    }
+
     /// Moves a [manual](Clock::manual_at) clock forward, waking its sleepers; does nothing to
     /// other clocks.
     pub fn advance(&self, by: Duration) {
@@ -130,6 +152,14 @@ impl Clock {
             }
             Kind::Virtual { epoch, origin } => epoch.saturating_add(origin.elapsed()),
             Kind::Manual(time) => *time.borrow(),
+            Kind::Scaled {
+                anchor,
+                start,
+                factor,
+            } => {
+                let real = Self::system().now().saturating_duration_since(*anchor);
+                start.saturating_add(real.saturating_mul(*factor))
+            }
         }
     }
 
@@ -140,9 +170,15 @@ impl Clock {
         const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
         let (base, now) = match &self.kind {
             Kind::Virtual { epoch, origin } => (*origin, *epoch),
-            Kind::System | Kind::Manual(_) => (tokio::time::Instant::now(), self.now()),
+            Kind::System | Kind::Manual(_) | Kind::Scaled { .. } => {
+                (tokio::time::Instant::now(), self.now())
+            }
         };
-        let ahead = t.saturating_duration_since(now).min(FAR);
+        let mut ahead = t.saturating_duration_since(now).min(FAR);
+        if let Kind::Scaled { factor, .. } = &self.kind {
+            // Round up so that the clock reads `t` when the sleep ends.
+            ahead = ahead.div_f64(f64::from(*factor)) + Duration::from_millis(1);
+        }
         base.checked_add(ahead).unwrap_or(base + FAR / 2)
     }
 
@@ -150,7 +186,7 @@ impl Clock {
     pub fn sleep_until(&self, t: Timestamp) -> impl Future<Output = ()> + Send + 'static {
         let manual = match &self.kind {
             Kind::Manual(time) => Some(time.subscribe()),
-            Kind::System | Kind::Virtual { .. } => None,
+            Kind::System | Kind::Virtual { .. } | Kind::Scaled { .. } => None,
         };
         let timer = manual
             .is_none()

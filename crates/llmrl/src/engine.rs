@@ -968,6 +968,8 @@ impl Engine {
                             used,
                             remaining: limit.saturating_sub(used),
                             available: u64::try_from(available.max(0)).unwrap_or(0),
+                            share: resource.fleet.map_or(limit, |f| f.share),
+                            own: resource.used,
                         }
                     })
                 };
