@@ -7,7 +7,7 @@ use crate::window::WindowLimit;
 /// `M` and `J` are the model and job type values of the limiter's face (enums for
 /// [`Limiter`](crate::Limiter), `Arc<str>` names for [`NamedLimiter`](crate::NamedLimiter)).
 /// Unbounded quantities are `None`, never a huge number.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Availability<M, J> {
     /// Jobs of any type this instance can start now (`None`: unbounded).
@@ -23,7 +23,7 @@ pub struct Availability<M, J> {
 }
 
 /// The process memory budget (shared by every limiter in the process).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct MemoryAvailability {
     /// The budget in KB (fixed, or measured × `free_memory_ratio`).
@@ -35,7 +35,7 @@ pub struct MemoryAvailability {
 }
 
 /// One job type's share of the instance.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct JobTypeAvailability<M, J> {
     /// The job type.
@@ -55,7 +55,7 @@ pub struct JobTypeAvailability<M, J> {
 }
 
 /// One job type on one model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct JobTypeOnModel<M> {
     /// The model.
@@ -69,7 +69,7 @@ pub struct JobTypeOnModel<M> {
 }
 
 /// One model's limits as this instance sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ModelAvailability<M> {
     /// The model.
@@ -100,7 +100,7 @@ impl<M> ModelAvailability<M> {
 }
 
 /// The figures of one limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Remaining {
     /// The provider's limit.

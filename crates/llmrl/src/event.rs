@@ -9,7 +9,8 @@ use crate::window::WindowLimit;
 pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Something that happened in a limiter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// An attempt of a job started on a model.
@@ -56,7 +57,7 @@ pub enum Event {
 }
 
 /// A job's actual usage differed from its estimate on one window limit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct UsageAdjustment {
     /// The job.

@@ -53,8 +53,8 @@ pub use crate::availability::{
 pub use crate::backend::FailureMode;
 pub use crate::clock::{Clock, Timestamp};
 pub use crate::config::{
-    BackendConfig, Config, ConfigError, JobTypeConfig, MemoryConfig, ModelConfig,
-    RatioAdjustmentConfig,
+    BackendConfig, Config, ConfigError, Estimate, JobTypeConfig, MemoryConfig, ModelConfig,
+    RatioAdjustmentConfig, Validated,
 };
 pub use crate::error::{BuildError, QueueError};
 pub use crate::event::{Event, Listener, UsageAdjustment};

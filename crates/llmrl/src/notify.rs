@@ -7,7 +7,8 @@ use std::sync::{Mutex, PoisonError};
 
 /// Why the available slots changed, in priority order: when several resources changed at once,
 /// the first of them is reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SlotsChangeReason {
     /// A settlement's actual usage differed from its reservation; see the adjustment.
@@ -60,7 +61,7 @@ impl SlotsChangeReason {
 /// How a settlement moved each counter: actual − reserved within the reservation's window (the
 /// overage alone when that window had ended). Negative means capacity came back. Concurrency
 /// and memory are always 0: they are released whole.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RelativeAdjustment {
     /// Tokens per minute.

@@ -45,7 +45,7 @@ impl Pricing {
 ///
 /// `input_tokens` excludes cached tokens. Every job must report usage when it finishes, whether it
 /// succeeded or was rejected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Usage {
     /// Uncached input tokens.
     pub input_tokens: u64,
@@ -107,7 +107,7 @@ impl Usage {
 }
 
 /// Usage of one attempt on one model, with its cost.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct UsageEntry<M> {
     /// The model the attempt ran on.

@@ -6,8 +6,9 @@ const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 86_400_000;
 
 /// A kind of fixed window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[non_exhaustive]
+#[serde(rename_all = "snake_case")]
 pub enum Window {
     /// Epoch-aligned minute: `[k·60 s, (k+1)·60 s)`.
     Minute,
@@ -39,8 +40,9 @@ impl Window {
 }
 
 /// One of the four window limits a model may have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[non_exhaustive]
+#[serde(rename_all = "snake_case")]
 pub enum WindowLimit {
     /// Tokens per minute (TPM).
     TokensPerMinute,

@@ -198,6 +198,35 @@ impl Validated {
     pub fn warnings(&self) -> &[String] {
         &self.spec.warnings
     }
+
+    /// Each job type's name and estimate, in configuration order.
+    pub fn job_types(&self) -> impl Iterator<Item = (&str, Estimate)> {
+        self.spec.job_types.iter().map(|t| {
+            let estimate = Estimate {
+                tokens: t.tokens,
+                requests: t.requests,
+                memory_kb: t.memory_kb,
+            };
+            (&*t.name, estimate)
+        })
+    }
+
+    /// The model ids in escalation order.
+    pub fn escalation_order(&self) -> impl Iterator<Item = &str> {
+        self.spec.order.iter().map(|&m| &*self.spec.models[m].name)
+    }
+}
+
+/// What a job of a type is expected to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Estimate {
+    /// Tokens (input + cached + output).
+    pub tokens: u64,
+    /// Requests.
+    pub requests: u64,
+    /// Memory held while running, in KB.
+    pub memory_kb: u64,
 }
 
 /// One model: its provider limits (all optional), prices and slot bounds.
