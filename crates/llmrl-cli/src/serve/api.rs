@@ -18,7 +18,7 @@ use llmrl::{AcquireError, Clock, Lease, NamedLimiter, QueueError, Usage};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::leases::Leases;
 use super::metrics;
@@ -29,6 +29,9 @@ pub(crate) struct State {
     ttl: Duration,
     token: Option<String>,
     events: broadcast::Sender<String>,
+    /// Set when the server shuts down: ends the event streams, which would otherwise keep
+    /// the graceful shutdown waiting forever.
+    pub(crate) stopping: watch::Sender<bool>,
     pub(crate) leases: Leases,
     pub(crate) stats: Stats,
 }
@@ -58,6 +61,7 @@ impl State {
             ttl,
             token: token.filter(|t| !t.is_empty()),
             events,
+            stopping: watch::Sender::new(false),
             leases: Leases::default(),
             stats: Stats::default(),
         }
@@ -118,14 +122,43 @@ fn parse<T: DeserializeOwned>(state: &State, body: &Bytes) -> Result<T, ApiError
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         state.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-        let path = error.path().to_string();
-        let field = (path != ".").then_some(path);
         ApiError::new(
             StatusCode::BAD_REQUEST,
             error.inner().to_string(),
-            field.as_deref(),
+            field_of(&error).as_deref(),
         )
     })
+}
+
+/// The field at fault: the path read up to the error (without `?`, a key never read in broken
+/// JSON), plus the field a "missing field" error names; `None` for the body as a whole.
+fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut field = String::new();
+    for segment in error.path() {
+        match segment {
+            Segment::Unknown => break,
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            named => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(&named.to_string());
+            }
+        }
+    }
+    // serde names a missing field only in its message.
+    let message = error.inner().to_string();
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(name);
+    }
+    (!field.is_empty()).then_some(field)
 }
 
 pub(crate) fn router(state: Arc<State>) -> Router {
@@ -316,16 +349,26 @@ async fn events(
     Extract(state): Extract<Arc<State>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.events.subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(line) => return Some((Ok(Event::default().data(line)), receiver)),
-                // A slow client misses events rather than slowing the limiter.
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return None,
+    let stopping = state.stopping.subscribe();
+    let stream = futures_util::stream::unfold(
+        (receiver, stopping),
+        |(mut receiver, mut stopping)| async move {
+            loop {
+                let received = tokio::select! {
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                    received = receiver.recv() => received,
+                };
+                match received {
+                    Ok(line) => {
+                        return Some((Ok(Event::default().data(line)), (receiver, stopping)));
+                    }
+                    // A slow client misses events rather than slowing the limiter.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

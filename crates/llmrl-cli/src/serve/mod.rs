@@ -115,8 +115,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             listener.local_addr()?
         );
     }
+    let stopping = state.clone();
     axum::serve(listener, api::router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Event streams never end by themselves: end them, or the shutdown waits forever.
+            stopping.stopping.send_replace(true);
+        })
         .await?;
     expiry.abort();
     state.leases.clear();

@@ -152,54 +152,37 @@ async fn simulate(plan: &Plan, clock: Clock, progress: &ProgressBar) -> anyhow::
                 }
             }
         };
-        let request = JobRequest::new(job.id.clone(), job.job_type.clone(), work);
+        // Outcomes are recorded by the callbacks, which run when each job really ends.
+        let (done, failed) = (recorder.clone(), recorder.clone());
+        let (done_id, failed_id) = (job.id.clone(), job.id.clone());
+        let request = JobRequest::new(job.id.clone(), job.job_type.clone(), work)
+            .on_complete(move |completion| {
+                let usage = entries(&completion.usage);
+                done.ended(
+                    &done_id,
+                    instance,
+                    "completed",
+                    usage,
+                    completion.total_cost,
+                );
+            })
+            .on_error(move |error| {
+                let usage = entries(&error.usage);
+                failed.ended(
+                    &failed_id,
+                    instance,
+                    cause(&error.cause),
+                    usage,
+                    error.total_cost,
+                );
+            });
         let handle = limiters[instance]
             .queue_job(request)
             .with_context(|| format!("job {}", job.id))?;
-        handles.push((job.id.clone(), instance, handle));
+        handles.push(handle);
     }
-    for (id, instance, handle) in handles {
-        let entries = |usage: &[llmrl::UsageEntry<Arc<str>>]| {
-            usage
-                .iter()
-                .map(|u| {
-                    (
-                        u.model.to_string(),
-                        u.input_tokens,
-                        u.cached_tokens,
-                        u.output_tokens,
-                        u.requests,
-                        u.cost,
-                    )
-                })
-                .collect()
-        };
-        match handle.await {
-            Ok(done) => recorder.ended(
-                &id,
-                instance,
-                "completed",
-                entries(&done.usage),
-                done.total_cost,
-            ),
-            Err(failed) => {
-                let cause = match failed.cause {
-                    Cause::Exhausted { .. } => "exhausted",
-                    Cause::Rejected(_) => "rejected",
-                    Cause::RejectedOnLastModel(_) => "rejected_on_last_model",
-                    Cause::Panicked(_) => "panicked",
-                    Cause::Cancelled => "cancelled",
-                    _ => "shut_down",
-                };
-                recorder.ended(
-                    &id,
-                    instance,
-                    cause,
-                    entries(&failed.usage),
-                    failed.total_cost,
-                );
-            }
-        }
+    for handle in handles {
+        let _ = handle.await;
         progress.inc(1);
     }
     let simulated_ms = recorder.now_ms();
@@ -215,6 +198,35 @@ async fn simulate(plan: &Plan, clock: Clock, progress: &ProgressBar) -> anyhow::
         job_types,
         simulated_ms,
     })
+}
+
+type Entries = Vec<(String, u64, u64, u64, u64, f64)>;
+
+fn entries(usage: &[llmrl::UsageEntry<Arc<str>>]) -> Entries {
+    usage
+        .iter()
+        .map(|u| {
+            (
+                u.model.to_string(),
+                u.input_tokens,
+                u.cached_tokens,
+                u.output_tokens,
+                u.requests,
+                u.cost,
+            )
+        })
+        .collect()
+}
+
+fn cause(cause: &Cause<String>) -> &'static str {
+    match cause {
+        Cause::Exhausted { .. } => "exhausted",
+        Cause::Rejected(_) => "rejected",
+        Cause::RejectedOnLastModel(_) => "rejected_on_last_model",
+        Cause::Panicked(_) => "panicked",
+        Cause::Cancelled => "cancelled",
+        _ => "shut_down",
+    }
 }
 
 /// Samples the fleet's counters (seen from the first instance) and every instance's slots and
