@@ -116,16 +116,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let stopping = state.clone();
+    let stopped = limiter.clone();
     axum::serve(listener, api::router(state.clone()))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Event streams never end by themselves: end them, or the shutdown waits forever.
             stopping.stopping.send_replace(true);
+            // Pending acquisitions get 503 at once instead of running out their waits; the
+            // instance leaves its fleet.
+            stopped.stop(Duration::from_secs(10)).await;
         })
         .await?;
     expiry.abort();
+    // Leases nobody released: their usage is unknown, their estimates stay counted.
     state.leases.clear();
-    limiter.stop(Duration::from_secs(10)).await;
     Ok(())
 }
 
