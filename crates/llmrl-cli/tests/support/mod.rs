@@ -21,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+pub mod fleet;
+
 /// How long the binary may take to print its "listening on" line.
 const STARTUP: Duration = Duration::from_secs(20);
 /// The longest any single request may take (long polls in the tests wait a few seconds).
