@@ -36,6 +36,7 @@ mod limiter;
 mod memory;
 mod named;
 mod notify;
+mod options;
 mod outcome;
 mod ratio;
 mod registry;

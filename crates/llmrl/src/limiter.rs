@@ -6,20 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::availability::Availability;
-use crate::backend::{Backend, DynBackend, FailureMode};
 use crate::clock::Clock;
-use crate::config::Spec;
-use crate::config::{Config, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig};
-use crate::core::{Core, SlotsHook, SlotsHookFactory};
+use crate::config::{
+    Config, JobTypeConfig, MemoryConfig, ModelConfig, RatioAdjustmentConfig, Spec,
+};
+use crate::core::Core;
 use crate::engine::Engine;
 use crate::error::BuildError;
-use crate::event::{Event, Listener};
-use crate::fleet::FleetOptions;
 use crate::handle::JobHandle;
 use crate::id::{JobType, ModelId, SingleModel};
 use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
 use crate::lease::{AcquireError, Lease};
 use crate::notify::{RelativeAdjustment, SlotsChangeReason};
+use crate::options::{Options, setters};
 use crate::run;
 
 /// A rate limiter for LLM jobs, typed by its model enum `M` and job type enum `J`.
@@ -187,72 +186,6 @@ impl<M: ModelId, J: JobType> Limiter<M, J> {
     }
 }
 
-/// Settings both builders share.
-#[derive(Default)]
-pub(crate) struct Options {
-    pub(crate) clock: Option<Clock>,
-    pub(crate) listener: Option<Listener>,
-    pub(crate) slots_hook: Option<SlotsHookFactory>,
-    pub(crate) fleet: Option<FleetOptions>,
-}
-
-impl Options {
-    pub(crate) fn start(self, config: &Config) -> Result<Arc<Core>, BuildError> {
-        let validated = config.validate()?;
-        Core::start(
-            validated.spec,
-            self.clock.unwrap_or_else(Clock::system),
-            self.listener,
-            self.slots_hook,
-            self.fleet,
-        )
-    }
-
-    pub(crate) fn backend(&mut self, backend: impl Backend) {
-        let backend: Arc<dyn DynBackend> = Arc::new(backend);
-        match &mut self.fleet {
-            Some(fleet) => fleet.backend = backend,
-            None => self.fleet = Some(FleetOptions::new(backend)),
-        }
-    }
-
-    /// Changes the fleet settings; without a backend they have nothing to apply to.
-    pub(crate) fn fleet_setting(&mut self, set: impl FnOnce(&mut FleetOptions)) {
-        if let Some(fleet) = &mut self.fleet {
-            set(fleet);
-        }
-    }
-
-    /// Wraps the user's callback: snapshots are taken under the engine lock by `snapshot` (built
-    /// from the validated spec, naming models and job types the face's way) and delivered after
-    /// the lock is released.
-    pub(crate) fn slots_callback<M, J, S>(
-        &mut self,
-        callback: impl Fn(&Availability<M, J>, SlotsChangeReason, Option<&RelativeAdjustment>)
-        + Send
-        + Sync
-        + 'static,
-        snapshot: impl FnOnce(&Spec) -> S + Send + 'static,
-    ) where
-        M: Send + Sync + 'static,
-        J: Send + Sync + 'static,
-        S: Fn(&mut Engine) -> Availability<M, J> + Send + Sync + 'static,
-    {
-        let callback = Arc::new(callback);
-        self.slots_hook = Some(Box::new(move |spec: &Spec| {
-            let snapshot = snapshot(spec);
-            Box::new(
-                move |engine: &mut Engine, reason, adjustment: Option<RelativeAdjustment>| {
-                    let availability = snapshot(engine);
-                    let callback = callback.clone();
-                    Box::new(move || callback(&availability, reason, adjustment.as_ref()))
-                        as Box<dyn FnOnce() + Send>
-                },
-            ) as SlotsHook
-        }));
-    }
-}
-
 /// Builder state: no escalation order given yet.
 #[derive(Debug, Clone, Copy)]
 pub struct NoOrder;
@@ -323,11 +256,7 @@ impl<M: ModelId, J: JobType, O> LimiterBuilder<M, J, O> {
         }
     }
 
-    /// The clock (default: [`Clock::system`]); use [`Clock::virtual_at`] in tests.
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.options.clock = Some(clock);
-        self
-    }
+    setters!();
 
     /// The process memory budget settings.
     pub fn memory(mut self, memory: MemoryConfig) -> Self {
@@ -344,43 +273,6 @@ impl<M: ModelId, J: JobType, O> LimiterBuilder<M, J, O> {
     /// This instance's id (default: generated, unique).
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.config = self.config.instance_id(id);
-        self
-    }
-
-    /// Listens to the limiter's [`Event`]s.
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.options.listener = Some(Arc::new(listener));
-        self
-    }
-
-    /// Joins a fleet: the instances sharing `backend` stay, together, inside the models' limits
-    /// (SPEC §7). Without it the limiter is alone (its own fleet of one, with no backend calls).
-    pub fn backend(mut self, backend: impl Backend) -> Self {
-        self.options.backend(backend);
-        self
-    }
-
-    /// What to do while the fleet backend is unreachable (default
-    /// [`FailureMode::LastKnownShare`]). Call after [`backend`](Self::backend).
-    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
-        self.options
-            .fleet_setting(|fleet| fleet.failure_mode = Some(mode));
-        self
-    }
-
-    /// How often the instance tells the fleet it is alive and refreshes its figures (default
-    /// 5 s). Call after [`backend`](Self::backend).
-    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
-        self.options
-            .fleet_setting(|fleet| fleet.heartbeat = Some(every));
-        self
-    }
-
-    /// How long any backend call may take before it counts as failed (default 1 s). Call
-    /// after [`backend`](Self::backend).
-    pub fn backend_timeout(mut self, timeout: Duration) -> Self {
-        self.options
-            .fleet_setting(|fleet| fleet.timeout = Some(timeout));
         self
     }
 

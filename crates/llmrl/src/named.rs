@@ -6,19 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::availability::Availability;
-use crate::backend::{Backend, FailureMode};
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::config::Spec;
+use crate::config::{Config, Spec};
 use crate::core::Core;
 use crate::engine::Engine;
 use crate::error::{BuildError, QueueError};
-use crate::event::Event;
 use crate::handle::JobHandle;
 use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
 use crate::lease::{AcquireError, Lease};
-use crate::limiter::Options;
 use crate::notify::{RelativeAdjustment, SlotsChangeReason};
+use crate::options::{Options, setters};
 use crate::run;
 
 /// A limiter whose models and job types are named by strings, built from a [`Config`].
@@ -185,44 +182,7 @@ pub struct NamedLimiterBuilder {
 }
 
 impl NamedLimiterBuilder {
-    /// The clock (default: [`Clock::system`]).
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.options.clock = Some(clock);
-        self
-    }
-
-    /// Listens to the limiter's [`Event`]s.
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.options.listener = Some(Arc::new(listener));
-        self
-    }
-
-    /// Joins a fleet; see [`LimiterBuilder::backend`](crate::LimiterBuilder::backend).
-    pub fn backend(mut self, backend: impl Backend) -> Self {
-        self.options.backend(backend);
-        self
-    }
-
-    /// See [`LimiterBuilder::failure_mode`](crate::LimiterBuilder::failure_mode).
-    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
-        self.options
-            .fleet_setting(|fleet| fleet.failure_mode = Some(mode));
-        self
-    }
-
-    /// See [`LimiterBuilder::heartbeat_interval`](crate::LimiterBuilder::heartbeat_interval).
-    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
-        self.options
-            .fleet_setting(|fleet| fleet.heartbeat = Some(every));
-        self
-    }
-
-    /// See [`LimiterBuilder::backend_timeout`](crate::LimiterBuilder::backend_timeout).
-    pub fn backend_timeout(mut self, timeout: Duration) -> Self {
-        self.options
-            .fleet_setting(|fleet| fleet.timeout = Some(timeout));
-        self
-    }
+    setters!();
 
     /// Called whenever a slot count changes; see
     /// [`LimiterBuilder::on_available_slots_change`](crate::LimiterBuilder::on_available_slots_change).
