@@ -1,5 +1,6 @@
 //! The Redis backend.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub(crate) struct Inner {
     connection: tokio::sync::Mutex<Connection>,
     /// The models' limits, known from registration; every script needs them.
     limits: Mutex<Vec<ModelLimits>>,
+    /// The latest time the instance gave a call (ms since the epoch; 0: none yet), for the one
+    /// call that comes without a time, `unregister`.
+    latest_now: AtomicU64,
     pub(crate) propagation: Propagation,
 }
 
@@ -76,6 +80,7 @@ impl RedisBackend {
                 client,
                 connection: tokio::sync::Mutex::new(Connection::Idle),
                 limits: Mutex::new(Vec::new()),
+                latest_now: AtomicU64::new(0),
                 propagation: Propagation::default(),
             }),
         })
@@ -125,9 +130,25 @@ impl RedisBackend {
     }
 
     fn now_arg(&self, now: Timestamp) -> String {
+        self.inner
+            .latest_now
+            .fetch_max(now.as_millis(), Ordering::Relaxed);
         match self.inner.config.window_clock {
             WindowClock::Server => String::new(),
             WindowClock::Client => now.as_millis().to_string(),
+        }
+    }
+
+    /// The time for a call made without one (`unregister`): with the client's clock, the latest
+    /// it gave, so that the script works on the same windows as every other call (the server's
+    /// clock may be elsewhere entirely, e.g. a test's manual clock).
+    fn latest_now_arg(&self) -> String {
+        match (
+            self.inner.config.window_clock,
+            self.inner.latest_now.load(Ordering::Relaxed),
+        ) {
+            (WindowClock::Client, latest) if latest > 0 => latest.to_string(),
+            _ => String::new(),
         }
     }
 
@@ -180,6 +201,11 @@ impl RedisBackend {
                                     tracing::debug!(error = %backend.error(&error), "could not publish");
                                 }
                             }
+                            // This instance syncs too: the replies to its concurrent admissions
+                            // and settlements may have been taken in out of order (an older
+                            // reply last), and a sync after them all leaves it with the fleet's
+                            // latest figures.
+                            backend.inner.propagation.changed();
                         }
                     })
                     .await;
@@ -360,7 +386,7 @@ impl Backend for RedisBackend {
         let mut invocation = scripts().unregister.key(&self.inner.key);
         invocation
             .arg(instance)
-            .arg(String::new())
+            .arg(self.latest_now_arg())
             .arg(limits.len());
         for model in &limits {
             invocation.arg(&limit_args(model)[..]);

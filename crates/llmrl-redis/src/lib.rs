@@ -12,7 +12,9 @@
 //! - **Time**: window numbers come from the Redis server's clock by default, so instances with
 //!   skewed clocks agree; [`WindowClock::Client`] lets tests drive windows from their own clock.
 //! - **Propagation without per-job broadcast**: replies carry fresh figures; usage changes are
-//!   published at most every 50 ms per instance, membership changes at once.
+//!   published at most every 50 ms per instance, membership changes at once. After publishing,
+//!   an instance also re-reads the fleet's figures itself: replies to its concurrent calls may
+//!   arrive out of order, and the last one taken in need not be the latest.
 //! - **Liveness**: heartbeats, eviction of stale instances (their in-flight units return),
 //!   re-registration with a report of the instance's own usage, reconnection with backoff, and a
 //!   timeout on every call. Credentials never appear in errors or logs.

@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 //! Admission through the in-process fleet backend with 1, 5 and 50 instances in one process
 //! (see `BENCHMARKS.md`): the cost per job must not grow with the number of instances, since
 //! nothing is broadcast per job.

@@ -9,6 +9,10 @@
 //!   unit for the next head); timed per granted job.
 //!
 //! Run with `cargo bench -p llmrl --bench hot_path -- --warm-up-time 1 --measurement-time 3`.
+//! Figures are only comparable when each benchmark runs in a process of its own (append a filter
+//! such as `'^hot_path/current_thread/1000$'`): glibc stops trimming the heap once a large block
+//! has been freed, so a benchmark that runs after a batch of 10 000 gets faster. See "Allocator
+//! state" in `BENCHMARKS.md`.
 
 use std::collections::VecDeque;
 use std::hint::black_box;

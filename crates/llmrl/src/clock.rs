@@ -183,22 +183,58 @@ impl Clock {
     }
 
     /// Sleeps until the clock reads `t` (returns at once if it already does).
-    pub fn sleep_until(&self, t: Timestamp) -> impl Future<Output = ()> + Send + 'static {
-        let manual = match &self.kind {
-            Kind::Manual(time) => Some(time.subscribe()),
-            Kind::System | Kind::Virtual { .. } | Kind::Scaled { .. } => None,
-        };
-        let timer = manual
-            .is_none()
-            .then(|| tokio::time::sleep_until(self.instant_at(t)));
-        async move {
-            match (manual, timer) {
-                (Some(mut time), _) => {
-                    let _ = time.wait_for(|now| *now >= t).await;
+    pub fn sleep_until(&self, t: Timestamp) -> Sleep {
+        let inner = match &self.kind {
+            Kind::Manual(time) => {
+                let mut time = time.subscribe();
+                SleepInner::Manual {
+                    wait: Box::pin(async move {
+                        let _ = time.wait_for(|now| *now >= t).await;
+                    }),
                 }
-                (None, Some(timer)) => timer.await,
-                (None, None) => {}
             }
+            Kind::System | Kind::Virtual { .. } | Kind::Scaled { .. } => SleepInner::Timer {
+                timer: tokio::time::sleep_until(self.instant_at(t)),
+            },
+        };
+        Sleep { inner }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Clock::sleep_until`]: tokio's timer, or a manual clock's wait.
+    #[must_use = "a sleep does nothing unless awaited"]
+    pub struct Sleep {
+        #[pin]
+        inner: SleepInner,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = SleepProjection]
+    enum SleepInner {
+        Timer { #[pin] timer: tokio::time::Sleep },
+        // Boxed: rare (tests), and it keeps the common timer case small.
+        Manual { wait: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> },
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.project().inner.project() {
+            SleepProjection::Timer { timer } => timer.poll(cx),
+            SleepProjection::Manual { wait } => wait.as_mut().poll(cx),
         }
+    }
+}
+
+impl std::fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleep").finish_non_exhaustive()
     }
 }

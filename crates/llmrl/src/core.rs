@@ -297,7 +297,8 @@ impl Core {
             if !self.confirms() {
                 return Acquire::Admitted(reservation);
             }
-            if let Some(reservation) = self.confirm(reservation).await {
+            // Boxed: a wait without a fleet need not carry the confirmation's state.
+            if let Some(reservation) = Box::pin(self.confirm(reservation)).await {
                 return Acquire::Admitted(reservation);
             }
             let now = self.clock.now();

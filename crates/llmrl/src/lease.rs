@@ -112,7 +112,7 @@ impl<M: Clone> Lease<M> {
         let index = self.core.spec.order[self.position];
         if let Some(reservation) = self.reservation.take() {
             if let Some(settlement) = self.core.settle(reservation, Some(usage), &self.job_id) {
-                self.core.report(settlement).await;
+                Box::pin(self.core.report(settlement)).await;
             }
         }
         let pricing = &self.core.spec.models[index].pricing;

@@ -52,7 +52,7 @@ pub use crate::availability::{
     Remaining,
 };
 pub use crate::backend::FailureMode;
-pub use crate::clock::{Clock, Timestamp};
+pub use crate::clock::{Clock, Sleep, Timestamp};
 pub use crate::config::{
     BackendConfig, Config, ConfigError, Estimate, JobTypeConfig, MemoryConfig, ModelConfig,
     RatioAdjustmentConfig, Validated,

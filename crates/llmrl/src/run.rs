@@ -237,7 +237,8 @@ impl Permit<'_> {
             return;
         };
         if let Some(settlement) = self.core.settle(reservation, Some(usage), self.job_id) {
-            self.core.report(settlement).await;
+            // Boxed: only fleet members report, and every job would otherwise carry the state.
+            Box::pin(self.core.report(settlement)).await;
         }
     }
 }

@@ -10,7 +10,9 @@ use super::{
     Handle, Harness, STALE, assert_parts_within_remaining, free, instance, instance_with, jobs,
     one_model, slots, static_ratios,
 };
-use crate::{Cause, Config, FailureMode, JobOutcome, JobTypeConfig, ModelConfig, NamedLimiter};
+use crate::{
+    Cause, Config, FailureMode, JobOutcome, JobTypeConfig, ModelConfig, NamedLimiter, Timestamp,
+};
 
 /// TPM 100 000 and 10 000-token jobs that never wait: 10 slots alone, 5 each for two.
 fn config() -> Config {
@@ -41,20 +43,34 @@ const NOTICE: Duration = Duration::from_secs(6);
 /// Generous slack on top of a job's own bound before it counts as hung.
 const SLACK: Duration = Duration::from_secs(2);
 
-/// Awaits a handle; panics if it does not resolve within `within` (a hung job).
-async fn resolve(handle: Handle, within: Duration) -> JobOutcome<Arc<str>, Arc<str>, String> {
+/// Awaits a handle while the harness moves time; panics if the harness clock passes `within`
+/// (from now) before it resolves: a hung job. Returns its outcome.
+async fn resolve<H: Harness>(
+    h: &H,
+    handle: Handle,
+    within: Duration,
+) -> JobOutcome<Arc<str>, Arc<str>, String> {
     let id = handle.job_id().clone();
-    tokio::time::timeout(within, handle)
+    let clock = h.clock();
+    let deadline = clock.now().saturating_add(within);
+    let bounded = async {
+        tokio::select! {
+            biased;
+            outcome = handle => Some(outcome),
+            () = clock.sleep_until(deadline) => None,
+        }
+    };
+    h.run_until(bounded)
         .await
-        .unwrap_or_else(|_| panic!("job {id} did not resolve within {within:?}: it hangs"))
+        .unwrap_or_else(|| panic!("job {id} did not resolve within {within:?}: it hangs"))
 }
 
-/// Awaits every handle (each within `within`); returns how many succeeded and asserts that every
-/// failure is "all models exhausted".
-async fn settle_all(handles: Vec<Handle>, within: Duration) -> usize {
+/// Awaits every handle (each within `within` on the harness clock); returns how many succeeded
+/// and asserts that every failure is "all models exhausted".
+async fn settle_all<H: Harness>(h: &H, handles: Vec<Handle>, within: Duration) -> usize {
     let mut done = 0;
     for handle in handles {
-        match resolve(handle, within).await {
+        match resolve(h, handle, within).await {
             Ok(_) => done += 1,
             Err(error) => assert!(
                 matches!(error.cause, Cause::Exhausted { .. }),
@@ -65,6 +81,11 @@ async fn settle_all(handles: Vec<Handle>, within: Duration) -> usize {
         }
     }
     done
+}
+
+/// Time on the harness clock since `since`.
+fn since<H: Harness>(h: &H, since: Timestamp) -> Duration {
+    h.clock().now().saturating_duration_since(since)
 }
 
 fn counts(instances: &[&NamedLimiter]) -> Vec<Option<u64>> {
@@ -95,9 +116,11 @@ pub async fn closed_admits_nothing_while_down<H: Harness>(h: &H) {
     assert_eq!(counts(&[&a, &b]), vec![Some(5), Some(5)]);
 
     h.set_reachable(&fleet, false).await;
-    // A job that never waits fails at once: exhausted, not admitted, not hung.
-    let started = tokio::time::Instant::now();
+    // A job that never waits fails at once (on the clock: a backend call may take its
+    // timeout): exhausted, not admitted, not hung.
+    let started = h.clock().now();
     let outcome = resolve(
+        h,
         jobs(&a, "a-down", 1, Duration::from_secs(1), 10_000).remove(0),
         SLACK,
     )
@@ -110,16 +133,21 @@ pub async fn closed_admits_nothing_while_down<H: Harness>(h: &H) {
     );
     assert!(error.usage.is_empty(), "the job never ran");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "it failed at once"
+        since(h, started) < Duration::from_secs(1),
+        "it failed at once: after {:?}",
+        since(h, started)
     );
     assert_eq!(slots(&a), Some(0), "closed: no slots while down");
 
     // Jobs with a wait bound wait it out, then fail: bounded, never hung.
-    let started = tokio::time::Instant::now();
+    let started = h.clock().now();
     let waiting = jobs(&b, "b-down", 2, Duration::from_secs(1), 10_000);
-    assert_eq!(settle_all(waiting, wait + SLACK).await, 0, "none admitted");
-    let waited = started.elapsed();
+    assert_eq!(
+        settle_all(h, waiting, wait + SLACK).await,
+        0,
+        "none admitted"
+    );
+    let waited = since(h, started);
     assert!(
         waited >= wait && waited < wait + SLACK,
         "they waited their bound ({wait:?}), then failed: waited {waited:?}"
@@ -128,16 +156,16 @@ pub async fn closed_admits_nothing_while_down<H: Harness>(h: &H) {
     assert_eq!(counts(&[&a, &b]), vec![Some(0), Some(0)], "still down");
 
     // A waiter queued while down is admitted when the backend comes back within its bound.
-    let started = tokio::time::Instant::now();
+    let started = h.clock().now();
     let waiter = jobs(&b, "b-recovers", 1, Duration::from_secs(1), 10_000);
     h.advance(Duration::from_secs(2)).await;
     h.set_reachable(&fleet, true).await;
-    let done = settle_all(waiter, wait + SLACK).await;
+    let done = settle_all(h, waiter, wait + SLACK).await;
     assert_eq!(
         done, 1,
         "the waiter is admitted once the backend answers again"
     );
-    assert!(started.elapsed() < wait + SLACK);
+    assert!(since(h, started) < wait + SLACK);
 
     // Within a heartbeat plus the timeout, both instances admit again.
     h.advance(NOTICE).await;
@@ -148,7 +176,10 @@ pub async fn closed_admits_nothing_while_down<H: Harness>(h: &H) {
     );
     assert_eq!(slots(&a), Some(5));
     let after = jobs(&a, "a-up", 2, Duration::from_secs(1), 10_000);
-    assert_eq!(settle_all(after, Duration::from_secs(1) + SLACK).await, 2);
+    assert_eq!(
+        settle_all(h, after, Duration::from_secs(1) + SLACK).await,
+        2
+    );
     assert_parts_within_remaining(&[&a, &b]);
     a.stop(Duration::ZERO).await;
     b.stop(Duration::ZERO).await;
@@ -171,8 +202,8 @@ pub async fn open_admits_on_local_limits<H: Harness>(h: &H) {
     let on_b = jobs(&b, "b", 11, run, 10_000);
     h.propagate().await;
     assert_eq!(counts(&[&a, &b]), vec![Some(0), Some(0)]);
-    assert_eq!(settle_all(on_a, run + SLACK).await, 10, "a started 10");
-    assert_eq!(settle_all(on_b, run + SLACK).await, 10, "b started 10");
+    assert_eq!(settle_all(h, on_a, run + SLACK).await, 10, "a started 10");
+    assert_eq!(settle_all(h, on_b, run + SLACK).await, 10, "b started 10");
 
     h.set_reachable(&fleet, true).await;
     h.advance(NOTICE).await;
@@ -204,12 +235,12 @@ pub async fn last_known_share_keeps_the_fleet_within_limits<H: Harness>(h: &H) {
     assert_eq!(counts(&[&a, &b]), vec![Some(0), Some(0)]);
     assert_eq!((tpm_available(&a), tpm_available(&b)), (0, 0));
     assert_eq!(
-        settle_all(on_a, run + SLACK).await,
+        settle_all(h, on_a, run + SLACK).await,
         5,
         "a: its last known share"
     );
     assert_eq!(
-        settle_all(on_b, run + SLACK).await,
+        settle_all(h, on_b, run + SLACK).await,
         5,
         "b: its last known share"
     );
@@ -223,8 +254,16 @@ pub async fn last_known_share_keeps_the_fleet_within_limits<H: Harness>(h: &H) {
     let on_b = jobs(&b, "b2", 6, run, 10_000);
     h.propagate().await;
     assert_eq!(counts(&[&a, &b]), vec![Some(0), Some(0)]);
-    assert_eq!(settle_all(on_a, run + SLACK).await, 5, "a: a fresh share");
-    assert_eq!(settle_all(on_b, run + SLACK).await, 5, "b: a fresh share");
+    assert_eq!(
+        settle_all(h, on_a, run + SLACK).await,
+        5,
+        "a: a fresh share"
+    );
+    assert_eq!(
+        settle_all(h, on_b, run + SLACK).await,
+        5,
+        "b: a fresh share"
+    );
 
     h.set_reachable(&fleet, true).await;
     h.advance(NOTICE).await;
@@ -253,8 +292,8 @@ pub async fn recovery_reports_outage_usage<H: Harness>(h: &H) {
     let run = Duration::from_secs(1);
     let on_a = jobs(&a, "a", 3, run, 12_000);
     let on_b = jobs(&b, "b", 1, run, 8_000);
-    assert_eq!(settle_all(on_a, run + SLACK).await, 3);
-    assert_eq!(settle_all(on_b, run + SLACK).await, 1);
+    assert_eq!(settle_all(h, on_a, run + SLACK).await, 3);
+    assert_eq!(settle_all(h, on_b, run + SLACK).await, 1);
     // Down for longer than the stale threshold: both must register again.
     h.advance(Duration::from_secs(20)).await;
     assert_eq!(
@@ -279,7 +318,7 @@ pub async fn recovery_reports_outage_usage<H: Harness>(h: &H) {
     assert_parts_within_remaining(&[&a, &b]);
     let on_a = jobs(&a, "a-after", 2, run, 10_000);
     assert_eq!(
-        settle_all(on_a, run + SLACK).await,
+        settle_all(h, on_a, run + SLACK).await,
         1,
         "a: one more job fits"
     );

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{Handle, Harness, STALE, free, one_model, slots, static_ratios};
+use super::{Handle, Harness, SKIP_STEP, STALE, free, one_model, slots, static_ratios};
 use crate::{
     Clock, Config, Event, JobContext, JobRequest, JobResult, JobTypeConfig, ModelConfig,
     NamedLimiter, Timestamp, Usage, UsageAdjustment, Window, WindowLimit,
@@ -66,10 +66,16 @@ impl Log {
     }
 }
 
+/// Stale threshold of the fleets of scenes that may wait for a UTC day to end: longer than a
+/// step of [`Harness::skip`], so that no instance is evicted while the day goes by.
+const DAY_STALE: Duration = Duration::from_secs(3_600);
+
 /// One scenario's fleet, clock and log. Times are ms since the scene's start, a minute boundary.
 struct Scene<'h, H: Harness> {
     h: &'h H,
     fleet: H::Fleet,
+    /// The fleet's stale threshold.
+    stale: Duration,
     clock: Clock,
     start: Timestamp,
     log: Log,
@@ -78,6 +84,11 @@ struct Scene<'h, H: Harness> {
 impl<'h, H: Harness> Scene<'h, H> {
     /// A fresh fleet, starting at a minute boundary (now, if the clock is on one).
     async fn new(h: &'h H) -> Self {
+        Self::with_stale(h, STALE).await
+    }
+
+    /// As [`Scene::new`], with a fleet evicting instances after `stale` of silence.
+    async fn with_stale(h: &'h H, stale: Duration) -> Self {
         let clock = h.clock();
         let now = clock.now();
         let start = if now.as_millis() % MINUTE == 0 {
@@ -90,20 +101,22 @@ impl<'h, H: Harness> Scene<'h, H> {
         }
         Self {
             h,
-            fleet: h.fleet(STALE),
+            fleet: h.fleet(stale),
+            stale,
             clock,
             start,
             log: Log::default(),
         }
     }
 
-    /// As [`Scene::new`], with at least ten minutes left in the UTC day.
+    /// As [`Scene::new`], with at least ten minutes left in the UTC day, and a fleet whose
+    /// instances can wait for its end ([`DAY_STALE`]).
     async fn early_in_a_day(h: &'h H) -> Self {
-        let scene = Self::new(h).await;
+        let scene = Self::with_stale(h, DAY_STALE).await;
         let day = scene.next_day();
         if day < 10 * MINUTE {
             scene.at(day).await;
-            return Self::new(h).await;
+            return Self::with_stale(h, DAY_STALE).await;
         }
         scene
     }
@@ -121,10 +134,16 @@ impl<'h, H: Harness> Scene<'h, H> {
         Window::Day.next_boundary(self.clock.now()).as_millis() - self.start.as_millis()
     }
 
-    /// Moves time on to `ms` since the start.
+    /// Moves time on to `ms` since the start. A long stretch (to the end of a UTC day, where
+    /// nothing is due meanwhile) goes by with [`Harness::skip`] if the fleet allows it, but for
+    /// its last minute.
     async fn at(&self, ms: u64) {
         let now = self.ms();
         assert!(ms >= now, "the scene goes back in time: {ms} < {now}");
+        if self.stale > SKIP_STEP && ms - now > 2 * MINUTE {
+            self.h.skip(Duration::from_millis(ms - now - MINUTE)).await;
+        }
+        let now = self.ms();
         if ms > now {
             self.h.advance(Duration::from_millis(ms - now)).await;
         }
@@ -189,11 +208,11 @@ impl<'h, H: Harness> Scene<'h, H> {
             .collect()
     }
 
-    /// Every job succeeded; the instances stop.
+    /// Every job succeeded (time moving meanwhile); the instances stop.
     async fn finish(&self, handles: Vec<Handle>, instances: [&NamedLimiter; 2]) {
         for handle in handles {
             let id = handle.job_id().to_string();
-            assert!(handle.await.is_ok(), "{id} succeeds");
+            assert!(self.h.run_until(handle).await.is_ok(), "{id} succeeds");
         }
         for limiter in instances {
             limiter.stop(Duration::ZERO).await;
@@ -586,12 +605,12 @@ fn escalation_config() -> Config {
         .ratio_adjustment(static_ratios())
 }
 
-/// The model each job succeeded on.
-async fn models(handles: Vec<Handle>) -> Vec<(String, String)> {
+/// The model each job succeeded on (time moving meanwhile).
+async fn models<H: Harness>(h: &H, handles: Vec<Handle>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for handle in handles {
         let id = handle.job_id().to_string();
-        match handle.await {
+        match h.run_until(handle).await {
             Ok(done) => out.push((id, done.model.to_string())),
             Err(e) => panic!("{id} failed: {e}"),
         }
@@ -638,10 +657,10 @@ pub async fn escalation_after_two_full_minutes<H: Harness>(h: &H) {
             "{prefix}: two in minute 0, two in minute 1"
         );
     }
-    let done = probe.await.unwrap();
+    let done = h.run_until(probe).await.unwrap();
     assert_eq!(&*done.model, "b");
     assert_eq!(done.usage.len(), 1, "a was skipped: no usage entry");
-    assert!(models(handles).await.iter().all(|(_, m)| m == "a"));
+    assert!(models(h, handles).await.iter().all(|(_, m)| m == "a"));
     x.stop(Duration::ZERO).await;
     y.stop(Duration::ZERO).await;
 }
@@ -702,14 +721,14 @@ pub async fn escalation_to_the_third_model<H: Harness>(h: &H) {
     );
     assert_eq!(scene.log.starts("probe")[0].0, "c");
     scene.at(330_000).await;
-    let done = probe.await.unwrap();
+    let done = h.run_until(probe).await.unwrap();
     assert_eq!(&*done.model, "c");
     assert_eq!(
         done.usage.len(),
         1,
         "a and b were skipped: no usage entries"
     );
-    let models = models(handles).await;
+    let models = models(h, handles).await;
     let on = |model: &str| models.iter().filter(|(_, m)| m == model).count();
     assert_eq!((on("a"), on("b")), (12, 2), "{models:?}");
     x.stop(Duration::ZERO).await;

@@ -61,9 +61,10 @@ fn one(limiter: &NamedLimiter, id: &str, secs: u64, tokens: u64) -> super::Handl
     job(limiter, id, "j", Duration::from_secs(secs), usage)
 }
 
-async fn all_ok(handles: Vec<super::Handle>) {
+/// Every job completes (time moving meanwhile, for jobs that run on the clock).
+async fn all_ok<H: Harness>(h: &H, handles: Vec<super::Handle>) {
     for handle in handles {
-        assert!(handle.await.is_ok(), "the job completes");
+        assert!(h.run_until(handle).await.is_ok(), "the job completes");
     }
 }
 
@@ -127,7 +128,7 @@ pub async fn overage_on_one_instance_shrinks_the_others<H: Harness>(h: &H) {
     // B's part is 50 000 × 25 000 / 50 000 = 25 000: 2 slots; A's 0.
     // (Seeds 002 §30.1 expects 12 500 and 1 slot for B, from the older formula that splits what
     // is left evenly; SPEC §7.1 settles it as 25 000 and 2 slots, and the SPEC wins.)
-    all_ok(running).await;
+    all_ok(h, running).await;
     h.propagate().await;
     check(&[&a, &b], TPM, 75_000, &[0, 25_000], &[0, 2]);
 
@@ -157,7 +158,7 @@ pub async fn refunds_raise_what_is_left<H: Harness>(h: &H) {
     // unused share (50 000: never more than its fair share).
     // (Seeds 002 §30.2 expects 37 500 each and §30.6 "half of the refund each", from the older
     // even split of what is left; SPEC §7.1 gives the refund back to the share it came from.)
-    all_ok(running).await;
+    all_ok(h, running).await;
     h.propagate().await;
     check(&[&a, &b], TPM, 25_000, &[25_000, 50_000], &[2, 5]);
     a.stop(Duration::ZERO).await;
@@ -180,13 +181,13 @@ pub async fn refunds_raise_what_is_left<H: Harness>(h: &H) {
     check(&[&a, &b], TPM, 50_000, &[0, 50_000], &[0, 5]);
     // Overage of 10 000: A's own 60 000 (over its 50 000), used 60 000, R = 40 000 < Σe = 50 000
     // (B's alone): B's part is 40 000, 4 slots.
-    all_ok(over).await;
+    all_ok(h, over).await;
     h.propagate().await;
     check(&[&a, &b], TPM, 60_000, &[0, 40_000], &[0, 4]);
     // Refund of 15 000: A's own 45 000, used 45 000, R = 55 000 = Σe (A 5 000 + B 50 000):
     // B's part rises by 10 000 back to its whole unused share (5 slots), A's by the 5 000 now
     // under its share (not a whole job: 0 slots).
-    all_ok(under).await;
+    all_ok(h, under).await;
     h.propagate().await;
     check(&[&a, &b], TPM, 45_000, &[5_000, 50_000], &[0, 5]);
     a.stop(Duration::ZERO).await;
@@ -215,7 +216,7 @@ pub async fn three_instances_mixed_usage<H: Harness>(h: &H) {
     // parts are scaled by 20 000 / 40 000: 0 / 15 000 / 5 000, and B has one slot.
     // (Seeds 002 §30.5 expects 6 666 each and no slot anywhere, from the older even split of
     // what is left; SPEC §7.1 settles it as 0 / 15 000 / 5 000, and the SPEC wins.)
-    all_ok(running).await;
+    all_ok(h, running).await;
     h.propagate().await;
     check(&all, TPM, 100_000, &[0, 15_000, 5_000], &[0, 1, 0]);
 
@@ -283,7 +284,7 @@ pub async fn gradual_rebalancing_when_an_instance_joins<H: Harness>(h: &H) {
     h.advance(Duration::from_secs(25)).await;
     h.propagate().await;
     check(&[&a, &b], CONC, 20, &[30, 10], &[30, 10]);
-    all_ok(held_by_a).await;
+    all_ok(h, held_by_a).await;
     assert!(
         one(&a, "a-again", 0, 0).await.is_ok(),
         "A starts jobs again"

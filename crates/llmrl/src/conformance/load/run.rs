@@ -69,7 +69,7 @@ pub(super) async fn run<H: Harness>(h: &H, plan: &[Planned]) -> Ledger {
     for handle in handles {
         // The callbacks recorded the outcome; the handle must agree.
         let id = handle.job_id().clone();
-        match handle.await {
+        match h.run_until(handle).await {
             Ok(_)
             | Err(JobError {
                 cause: Cause::Exhausted { .. },
