@@ -166,6 +166,8 @@ struct ModelState {
     resources: [Resource; RESOURCES],
     min_capacity: Option<u64>,
     max_capacity: Option<u64>,
+    /// The backend state version of the fleet figures taken in last.
+    fleet_version: u64,
 }
 
 enum WaitState {
@@ -265,6 +267,7 @@ impl Engine {
                     }),
                     min_capacity: m.min_capacity,
                     max_capacity: m.max_capacity,
+                    fleet_version: 0,
                 }
             })
             .collect();
@@ -865,8 +868,14 @@ impl Engine {
         self.last_slots = self.all_slots();
     }
 
-    /// Takes in what the backend says of `model` and of the fleet's size.
+    /// Takes in what the backend says of `model` and of the fleet's size, unless it is older
+    /// than what was taken in already (replies can overtake each other).
     pub(crate) fn apply_fleet(&mut self, instances: u32, model: usize, figures: &FleetFigures) {
+        let version = &mut self.models[model].fleet_version;
+        if figures.version != 0 && figures.version < *version {
+            return;
+        }
+        *version = figures.version;
         let current = Windows {
             minute: self.minute,
             day: self.day,
@@ -893,6 +902,14 @@ impl Engine {
         }
         if moved || reshared {
             self.dirty |= 1 << DISTRIBUTED;
+        }
+    }
+
+    /// A (re-)registration starts the backend's versions afresh: a backend that lost its state
+    /// may count again from the start.
+    pub(crate) fn forget_fleet_versions(&mut self) {
+        for model in &mut self.models {
+            model.fleet_version = 0;
         }
     }
 
@@ -1053,6 +1070,39 @@ mod tests {
         assert_eq!(engine.used(0, CONCURRENCY), 0);
         assert_eq!(adj.iter().flatten().count(), 1);
         assert_eq!(adj[TPM].map(|a| a.charged), Some(-60));
+    }
+
+    #[test]
+    fn fleet_figures_older_than_those_taken_in_are_ignored_until_registering_again() {
+        let t0 = Timestamp::from_millis(0);
+        let mut engine = Engine::new(&spec(1_000, 10), t0, true);
+        let windows = Windows::at(t0);
+        let figures = |share: u64, version: u64| {
+            let mut share_of = [0; RESOURCES];
+            share_of[TPM] = share;
+            FleetFigures::new(
+                windows,
+                share_of,
+                [0; RESOURCES],
+                [0; RESOURCES],
+                [0; RESOURCES],
+            )
+            .with_version(version)
+        };
+        let share = |engine: &Engine| engine.models[0].resources[TPM].fleet.map(|f| f.share);
+        engine.apply_fleet(2, 0, &figures(500, 7));
+        assert_eq!(share(&engine), Some(500));
+        engine.apply_fleet(1, 0, &figures(1_000, 6));
+        assert_eq!(
+            (engine.instances(), share(&engine)),
+            (2, Some(500)),
+            "overtaken"
+        );
+        engine.apply_fleet(4, 0, &figures(250, 7));
+        assert_eq!(share(&engine), Some(250), "the same version is taken in");
+        engine.forget_fleet_versions();
+        engine.apply_fleet(1, 0, &figures(1_000, 1));
+        assert_eq!((engine.instances(), share(&engine)), (1, Some(1_000)));
     }
 
     #[test]

@@ -204,6 +204,11 @@ impl Core {
                 session.apply_fleet(instances, settlement.model, &figures);
                 session.grant(None);
             }
+            Err(BackendError::NotRegistered) => {
+                // Evicted or forgotten: the usage is counted; register again at once.
+                link.registered.store(false, Ordering::Release);
+                link.wake_driver.notify_one();
+            }
             Err(error) => {
                 tracing::warn!(%error, "fleet backend unreachable while settling");
                 let mut session = self.session();
@@ -231,8 +236,11 @@ impl Core {
         }
     }
 
-    fn apply_view(&self, view: &FleetView) {
+    fn apply_view(&self, view: &FleetView, registered: bool) {
         let mut session = self.session();
+        if registered {
+            session.forget_fleet_versions();
+        }
         for (model, figures) in view.models.iter().enumerate() {
             session.apply_fleet(view.instances, model, figures);
         }
@@ -248,24 +256,23 @@ impl Core {
         let now = self.clock.now();
         let must_register = !link.registered.load(Ordering::Acquire) || link.in_outage();
         let result = if must_register {
-            self.register().await.map(Some)
+            self.register().await.map(|view| (view, true))
         } else {
             match link.call(link.backend.sync(&self.instance_id, now)).await {
-                Ok(Some(view)) => Ok(Some(view)),
+                Ok(Some(view)) => Ok((view, false)),
                 Ok(None) => {
                     tracing::info!(instance = %self.instance_id, "evicted by the fleet; registering again");
-                    self.register().await.map(Some)
+                    self.register().await.map(|view| (view, true))
                 }
                 Err(error) => Err(error),
             }
         };
         match result {
-            Ok(Some(view)) => {
+            Ok((view, registered)) => {
                 link.outage.store(false, Ordering::Release);
-                self.apply_view(&view);
+                self.apply_view(&view, registered);
                 self.flush_pending().await;
             }
-            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, "fleet backend unreachable");
                 let mut session = self.session();

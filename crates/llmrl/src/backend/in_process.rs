@@ -303,6 +303,7 @@ impl State {
             used: fleet.used,
             own: member.own[model],
             others_unused,
+            version: self.version,
         }
     }
 
@@ -493,7 +494,11 @@ impl Backend for InProcessFleet {
             state.add_used(m, CONCURRENCY, -1);
         }
         self.usage_changed(&mut state);
-        Ok(member.map(|i| state.figures(i, m)).unwrap_or_default())
+        // The usage counts either way (the provider was called); an evicted instance must
+        // register again before its figures mean anything.
+        member
+            .map(|i| state.figures(i, m))
+            .ok_or(BackendError::NotRegistered)
     }
 
     async fn sync(

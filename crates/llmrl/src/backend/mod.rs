@@ -92,6 +92,11 @@ pub struct FleetFigures {
     pub own: [u64; RESOURCES],
     /// What the other instances have not used of their shares, summed.
     pub others_unused: [u64; RESOURCES],
+    /// The backend's state version these figures were read at: replies can arrive out of
+    /// order, and an instance ignores figures older than the ones it has. 0 means unversioned
+    /// (always taken in). A backend that loses its state may restart the count: instances take
+    /// any version after they register again.
+    pub version: u64,
 }
 
 impl FleetFigures {
@@ -110,7 +115,15 @@ impl FleetFigures {
             used,
             own,
             others_unused,
+            version: 0,
         }
+    }
+
+    /// The same figures, read at the backend's state `version`.
+    #[must_use]
+    pub const fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
     }
 }
 
