@@ -2,21 +2,20 @@
 //! job tasks, the optional fleet link, and the deliveries of slot-change callbacks.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::availability::Availability;
 use crate::backend::SettlementOutcome;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{RATIO_ONE, Spec, WaitBound};
-use crate::driver::{Schedule, drive};
+use crate::driver::{Schedule, drive, time_out_waiters};
 use crate::engine::{Adjustment, Arrival, Engine, Grant, MEMORY, Reservation};
 use crate::error::BuildError;
 use crate::event::{Event, Listener, UsageAdjustment};
@@ -40,9 +39,38 @@ pub(crate) enum Acquire {
 
 /// A job waiting in a (model, job type) queue until `deadline`.
 pub(crate) struct Queued {
-    model: usize,
     key: usize,
     deadline: Timestamp,
+}
+
+/// A job's first arrival, taken when the job is queued (so that jobs queued one after the
+/// other arrive in that order), carried into its task. If the task never runs (cancelled or
+/// stopped before its first poll), dropping this gives the capacity or the place back.
+pub(crate) struct Arrived {
+    core: Arc<Core>,
+    step: Option<Result<Acquire, Queued>>,
+}
+
+impl Arrived {
+    /// Whether the job was admitted at once (its attempt can start without waiting).
+    pub(crate) const fn admitted(&self) -> bool {
+        matches!(self.step, Some(Ok(Acquire::Admitted(_))))
+    }
+
+    /// The arrival, now in the hands of a running task.
+    pub(crate) fn take(mut self) -> Result<Acquire, Queued> {
+        self.step.take().unwrap_or(Ok(Acquire::Closed))
+    }
+}
+
+impl Drop for Arrived {
+    fn drop(&mut self) {
+        match self.step.take() {
+            Some(Ok(Acquire::Admitted(reservation))) => self.core.unreserve(reservation),
+            Some(Err(queued)) => self.core.abandon(queued.key),
+            _ => {}
+        }
+    }
 }
 
 /// Turns an engine whose slots changed into a delivery for the user's callback, naming models
@@ -70,8 +98,11 @@ pub(crate) struct Core {
     deliveries: Deliveries,
     memory: Mutex<Option<Membership>>,
     pub(crate) fleet: Option<FleetLink>,
-    /// Stops the timer task: dropping the sender (with the core) stops it too.
-    driver: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// Tells the task that times waiters out of an earlier deadline.
+    rearm: Arc<Notify>,
+    /// The background tasks (the driver, the waiters' timer), each with the sender that stops
+    /// it: dropping the sender (with the core) stops it too.
+    tasks_in_background: Mutex<Vec<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,6 +164,9 @@ impl Drop for Session<'_> {
         let Some(mut engine) = self.engine.take() else {
             return;
         };
+        if engine.take_rearm() {
+            self.core.rearm.notify_one();
+        }
         let mut notify = false;
         if let Some(hook) = &self.core.slots_hook {
             if let Some(reason) = engine.slots_changed(self.adjustment.is_some()) {
@@ -184,7 +218,8 @@ impl Core {
             listener,
             deliveries: Deliveries::default(),
             memory: Mutex::new(None),
-            driver: Mutex::new(None),
+            rearm: Arc::new(Notify::new()),
+            tasks_in_background: Mutex::new(Vec::new()),
         });
         if uses_memory {
             let watcher: Weak<dyn MemoryWatcher> = Arc::downgrade(&core) as Weak<Core>;
@@ -207,14 +242,21 @@ impl Core {
             memory_interval: (uses_memory && core.spec.memory.max_memory_kb.is_none())
                 .then_some(core.spec.memory.recalculation_interval),
         };
-        let (stop, stopped) = oneshot::channel();
-        let task = core.runtime.spawn(drive(
+        let (stop_driver, stopped) = oneshot::channel();
+        let driver = core.runtime.spawn(drive(
             Arc::downgrade(&core),
             core.clock.clone(),
             schedule,
             stopped,
         ));
-        *lock(&core.driver) = Some((stop, task));
+        let (stop_timer, stopped) = oneshot::channel();
+        let timer = core.runtime.spawn(time_out_waiters(
+            Arc::downgrade(&core),
+            core.clock.clone(),
+            core.rearm.clone(),
+            stopped,
+        ));
+        *lock(&core.tasks_in_background) = vec![(stop_driver, driver), (stop_timer, timer)];
         Ok(core)
     }
 
@@ -265,87 +307,106 @@ impl Core {
             Arrival::Wait => match self.deadline(model, job_type, now) {
                 None => Ok(Acquire::TimedOut),
                 Some(deadline) => Err(Queued {
-                    model,
-                    key: session.enqueue(model, job_type, false),
+                    key: session.enqueue(model, job_type, false, deadline),
                     deadline,
                 }),
             },
         }
     }
 
+    /// [`Core::arrive`] on the first model of the escalation order, for a job being queued.
+    pub(crate) fn arrive_first(self: &Arc<Self>, job_type: usize) -> Arrived {
+        Arrived {
+            step: Some(self.arrive(self.spec.order[0], job_type)),
+            core: self.clone(),
+        }
+    }
+
     /// Everything [`Core::arrive`] did not settle at once: waiting in the queue, then, in a
     /// fleet, the backend's confirmation. A job the fleet refuses goes back to the front of its
     /// queue with the same deadline.
-    pub(crate) async fn acquire_slowly(
+    /// (A function returning an `async` block that uses `step` in place: an `async fn` would
+    /// keep two copies of it.)
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn acquire_slowly(
         &self,
         model: usize,
         job_type: usize,
         mut step: Result<Acquire, Queued>,
-    ) -> Acquire {
-        let mut deadline = None;
-        loop {
-            let acquired = match step {
-                Ok(acquired) => acquired,
-                Err(queued) => {
-                    deadline = Some(queued.deadline);
-                    self.wait(queued).await
+    ) -> impl Future<Output = Acquire> + Send + '_ {
+        async move {
+            let mut deadline = None;
+            loop {
+                let acquired = match step {
+                    Ok(acquired) => acquired,
+                    Err(queued) => {
+                        deadline = Some(queued.deadline);
+                        self.wait(queued.key).await
+                    }
+                };
+                let Acquire::Admitted(reservation) = acquired else {
+                    return acquired;
+                };
+                if !reservation.unconfirmed {
+                    return Acquire::Admitted(reservation);
                 }
-            };
-            let Acquire::Admitted(reservation) = acquired else {
-                return acquired;
-            };
-            if !self.confirms() {
-                return Acquire::Admitted(reservation);
+                // Boxed: a wait without a fleet need not carry the confirmation's state.
+                if let Some(reservation) = Box::pin(self.confirm(reservation)).await {
+                    return Acquire::Admitted(reservation);
+                }
+                // The capacity went back without anyone being granted it: this job keeps its place
+                // at the front of its queue, then the others are served.
+                let now = self.clock.now();
+                let deadline = deadline
+                    .or_else(|| self.deadline(model, job_type, now))
+                    .filter(|&deadline| deadline > now);
+                let mut session = self.session();
+                let Some(deadline) = deadline else {
+                    session.grant(None);
+                    return Acquire::TimedOut;
+                };
+                let key = session.enqueue(model, job_type, true, deadline);
+                session.grant(None);
+                step = Err(Queued { key, deadline });
             }
-            // Boxed: a wait without a fleet need not carry the confirmation's state.
-            if let Some(reservation) = Box::pin(self.confirm(reservation)).await {
-                return Acquire::Admitted(reservation);
-            }
-            let now = self.clock.now();
-            let Some(deadline) = deadline.or_else(|| self.deadline(model, job_type, now)) else {
-                return Acquire::TimedOut;
-            };
-            if deadline <= now {
-                return Acquire::TimedOut;
-            }
-            let key = self.session().enqueue(model, job_type, true);
-            step = Err(Queued {
-                model,
-                key,
-                deadline,
-            });
         }
     }
 
-    /// Waits in the queue until capacity is granted or the deadline passes.
+    /// Waits in the queue until capacity is granted or the deadline passes (the waiters'
+    /// timer task tells).
     ///
     /// Cancel safe: dropped while waiting, the waiter leaves its queue and gives back anything
     /// granted to it meanwhile.
-    async fn wait(&self, queued: Queued) -> Acquire {
-        let Queued {
-            model,
-            key,
-            deadline,
-        } = queued;
+    async fn wait(&self, key: usize) -> Acquire {
         let mut waiter = Waiter {
             core: self,
-            model,
             key: Some(key),
         };
-        let mut sleep = pin!(self.clock.sleep_until(deadline));
         let granted = poll_fn(|cx| {
-            if let Some(grant) = lock(&self.engine).poll_grant(key, cx.waker()) {
-                return Poll::Ready(Some(grant));
-            }
-            sleep.as_mut().poll(cx).map(|()| None)
+            lock(&self.engine)
+                .poll_grant(key, cx.waker())
+                .map_or(Poll::Pending, Poll::Ready)
         })
         .await;
         waiter.key = None;
-        match granted.or_else(|| waiter.time_out(key)) {
-            Some(Grant::Admitted(reservation)) => Acquire::Admitted(reservation),
-            Some(Grant::Closed) => Acquire::Closed,
-            None => Acquire::TimedOut,
+        match granted {
+            Grant::Admitted(reservation) => Acquire::Admitted(reservation),
+            Grant::Closed => Acquire::Closed,
+            Grant::TimedOut => Acquire::TimedOut,
         }
+    }
+
+    /// The waiters' timer: times out waiters whose deadline has come, once capacity that
+    /// returns exactly then has been granted (SPEC §10). Returns the next deadline.
+    pub(crate) fn expire_waiters(&self) -> Option<Timestamp> {
+        let now = self.clock.now();
+        let mut session = self.session();
+        session.refresh(now);
+        session.grant(None);
+        let mut wake = std::mem::take(&mut session.wake);
+        let next = session.expire(now, &mut wake);
+        session.wake = wake;
+        next
     }
 
     /// Settles a reservation with the attempt's usage (`None`: unknown, the estimate stays).
@@ -357,8 +418,8 @@ impl Core {
         job_id: &JobId,
     ) -> Option<crate::backend::Settlement> {
         let now = self.clock.now();
-        let model = reservation.model;
-        let job_type = reservation.job_type;
+        let model = reservation.model();
+        let job_type = reservation.job_type();
         let outcome = usage.map_or(SettlementOutcome::Unknown, |usage| {
             SettlementOutcome::Used([
                 usage.total_tokens(),
@@ -409,10 +470,18 @@ impl Core {
         }
     }
 
+    /// Takes a waiter out of its queue, giving back anything granted to it meanwhile.
+    fn abandon(&self, key: usize) {
+        let granted = lock(&self.engine).leave(key);
+        if let Some(Grant::Admitted(reservation)) = granted {
+            self.unreserve(reservation);
+        }
+    }
+
     /// Gives back a reservation whose job never started.
-    fn unreserve(&self, reservation: Reservation) {
+    pub(crate) fn unreserve(&self, reservation: Reservation) {
         let now = self.clock.now();
-        let model = reservation.model;
+        let model = reservation.model();
         let mut session = self.session();
         session.memory_released = session.unreserve(reservation, now);
         let released = session.memory_released > 0;
@@ -534,8 +603,8 @@ impl Core {
         self.tasks.drained(self.clock.sleep_until(deadline)).await;
         self.tasks.abort_all();
         self.tasks.drained(std::future::pending()).await;
-        let driver = lock(&self.driver).take();
-        if let Some((stop, task)) = driver {
+        let tasks = std::mem::take(&mut *lock(&self.tasks_in_background));
+        for (stop, task) in tasks {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -555,29 +624,13 @@ impl MemoryWatcher for Core {
 /// A job waiting in a queue; leaves it when dropped.
 struct Waiter<'a> {
     core: &'a Core,
-    model: usize,
     key: Option<usize>,
-}
-
-impl Waiter<'_> {
-    /// The wait bound passed: capacity that returns exactly now still counts (SPEC §10).
-    fn time_out(&self, key: usize) -> Option<Grant> {
-        let now = self.core.clock.now();
-        let mut session = self.core.session();
-        session.refresh(now);
-        session.grant(Some(self.model));
-        session.leave(key)
-    }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        let Some(key) = self.key else {
-            return;
-        };
-        let granted = lock(&self.core.engine).leave(key);
-        if let Some(Grant::Admitted(reservation)) = granted {
-            self.core.unreserve(reservation);
+        if let Some(key) = self.key {
+            self.core.abandon(key);
         }
     }
 }

@@ -6,7 +6,9 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, oneshot};
 
 use crate::clock::{Clock, Timestamp};
 use crate::core::Core;
@@ -93,5 +95,32 @@ pub(crate) async fn drive(
                 .as_ref()
                 .map(|link| clock.now().saturating_add(link.next_sync_in()));
         }
+    }
+}
+
+/// The task that times waiters out: it sleeps until the earliest deadline of a limiter's
+/// waiters, or until told of an earlier one.
+pub(crate) async fn time_out_waiters(
+    core: Weak<Core>,
+    clock: Clock,
+    rearm: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut next: Option<Timestamp> = None;
+    loop {
+        let due = async {
+            match next {
+                Some(at) => clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            () = rearm.notified() => {}
+            () = due => {}
+        }
+        let Some(core) = core.upgrade() else { return };
+        next = core.expire_waiters();
     }
 }

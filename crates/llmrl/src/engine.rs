@@ -19,6 +19,7 @@ use crate::availability::{
 use crate::backend::{FailureMode, FleetFigures, OwnUsage, Windows, fair_share};
 use crate::clock::Timestamp;
 use crate::config::{RATIO_ONE, RatioAdjustmentSpec, Spec};
+use crate::deadlines::Deadlines;
 use crate::memory::MemoryPool;
 use crate::notify::SlotsChangeReason;
 use crate::ratio::{self, TypeLoad};
@@ -39,8 +40,11 @@ pub(crate) const DISTRIBUTED: usize = 6;
 /// [`Engine::unreserve`]. Plain data: the RAII guard lives in the job task.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    pub(crate) model: usize,
-    pub(crate) job_type: usize,
+    // Indexes kept small: a waiting job carries its reservation in a few places.
+    model: u32,
+    job_type: u32,
+    /// Taken while the fleet backend had to confirm admissions (it was answering).
+    pub(crate) unconfirmed: bool,
     minute: u64,
     day: u64,
     memory_kb: u64,
@@ -49,6 +53,14 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
+    pub(crate) const fn model(&self) -> usize {
+        self.model as usize
+    }
+
+    pub(crate) const fn job_type(&self) -> usize {
+        self.job_type as usize
+    }
+
     /// The windows the reservation was taken in, as the backend counts them.
     pub(crate) fn windows(&self) -> Windows {
         self.backend_windows.unwrap_or(Windows {
@@ -69,6 +81,8 @@ pub(crate) enum Arrival {
 /// What a waiter got.
 pub(crate) enum Grant {
     Admitted(Reservation),
+    /// Its deadline passed first.
+    TimedOut,
     Closed,
 }
 
@@ -173,12 +187,14 @@ struct ModelState {
 enum WaitState {
     Waiting(Option<Waker>),
     Granted(Reservation),
+    TimedOut,
     Cancelled,
     Closed,
 }
 
 struct Waiter {
     queue: usize,
+    deadline: Timestamp,
     state: WaitState,
 }
 
@@ -194,6 +210,8 @@ pub(crate) struct Engine {
     instances: u32,
     /// Set while the fleet backend is unreachable: how to admit meanwhile.
     outage: Option<FailureMode>,
+    /// A fleet member: the backend confirms admissions while it answers.
+    in_fleet: bool,
     /// Estimates per job type, indexed like the resources (concurrency: 1).
     estimates: Vec<[u64; RESOURCES]>,
     memory_kb: Vec<u64>,
@@ -217,6 +235,7 @@ pub(crate) struct Engine {
     /// Live (not cancelled) waiters per queue.
     live: Vec<usize>,
     waiting: usize,
+    deadlines: Deadlines,
     closed: bool,
     // Scratch buffers for slot computation, so the hot path does not allocate.
     parts: Vec<u128>,
@@ -294,9 +313,11 @@ impl Engine {
             queues: (0..queues).map(|_| VecDeque::new()).collect(),
             live: vec![0; queues],
             waiting: 0,
+            deadlines: Deadlines::default(),
             closed: false,
             instances: 1,
             outage: None,
+            in_fleet: fleet,
             parts: vec![0; job_types],
             column: vec![0; job_types],
             per_resource: vec![0; job_types],
@@ -497,9 +518,12 @@ impl Engine {
                 self.dirty |= 1 << r;
             }
         }
+        // Both indexes are below counts of configured things, far from `u32::MAX`.
+        #[allow(clippy::cast_possible_truncation)]
         Some(Reservation {
-            model,
-            job_type,
+            model: model as u32,
+            job_type: job_type as u32,
+            unconfirmed: self.in_fleet && self.outage.is_none(),
             minute: self.minute,
             day: self.day,
             memory_kb,
@@ -526,7 +550,7 @@ impl Engine {
         if reservation.memory_kb == 0 {
             return 0;
         }
-        let held = &mut memory.held[reservation.job_type];
+        let held = &mut memory.held[reservation.job_type()];
         *held = held.saturating_sub(reservation.memory_kb);
         memory.pool.put_back(reservation.memory_kb);
         self.dirty |= 1 << MEMORY;
@@ -551,11 +575,18 @@ impl Engine {
     }
 
     /// Puts a waiter at the back of its queue (at the front if it `keeps_place`, having been
-    /// admitted here before the fleet refused it); returns its key.
-    pub(crate) fn enqueue(&mut self, model: usize, job_type: usize, keeps_place: bool) -> usize {
+    /// admitted here before the fleet refused it) until `deadline`; returns its key.
+    pub(crate) fn enqueue(
+        &mut self,
+        model: usize,
+        job_type: usize,
+        keeps_place: bool,
+        deadline: Timestamp,
+    ) -> usize {
         let queue = self.queue_of(model, job_type);
         let key = self.waiters.insert(Waiter {
             queue,
+            deadline,
             state: WaitState::Waiting(None),
         });
         if keeps_place {
@@ -565,7 +596,46 @@ impl Engine {
         }
         self.live[queue] += 1;
         self.waiting += 1;
+        let waiters = &self.waiters;
+        self.deadlines.sweep(self.waiting, |at, key| {
+            waiters
+                .get(key)
+                .is_some_and(|w| w.deadline == at && matches!(w.state, WaitState::Waiting(_)))
+        });
+        self.deadlines.push(deadline, key);
         key
+    }
+
+    /// Whether the timer task must be told of a new, earlier deadline.
+    pub(crate) fn take_rearm(&mut self) -> bool {
+        self.deadlines.take_rearm()
+    }
+
+    /// Times out the waiters whose deadline is `now` or earlier, pushing their wakers; returns
+    /// the next deadline.
+    pub(crate) fn expire(&mut self, now: Timestamp, wake: &mut Vec<Waker>) -> Option<Timestamp> {
+        while let Some((at, key)) = self.deadlines.pop_due(now) {
+            let Some(waiter) = self.waiters.get_mut(key) else {
+                continue;
+            };
+            if waiter.deadline != at || !matches!(waiter.state, WaitState::Waiting(_)) {
+                continue;
+            }
+            if let WaitState::Waiting(Some(waker)) =
+                std::mem::replace(&mut waiter.state, WaitState::TimedOut)
+            {
+                wake.push(waker);
+            }
+            let queue = waiter.queue;
+            // Deadlines follow arrival order, so the waiter is at (or near) the front.
+            if let Some(position) = self.queues[queue].iter().position(|&k| k == key) {
+                self.queues[queue].remove(position);
+            }
+            self.live[queue] -= 1;
+            self.waiting -= 1;
+            self.drop_tombstones(queue);
+        }
+        self.deadlines.arm()
     }
 
     /// The waiter's grant if it has one (removing the waiter), else registers `waker`.
@@ -584,13 +654,14 @@ impl Engine {
     fn take_grant(&mut self, key: usize) -> Option<Grant> {
         match self.waiters.try_remove(key)?.state {
             WaitState::Granted(reservation) => Some(Grant::Admitted(reservation)),
+            WaitState::TimedOut => Some(Grant::TimedOut),
             WaitState::Closed => Some(Grant::Closed),
             WaitState::Waiting(_) | WaitState::Cancelled => None,
         }
     }
 
-    /// The waiter stops waiting (timeout or drop). Returns what it was granted meanwhile, which
-    /// the caller must use or give back.
+    /// The waiter stops waiting (dropped). Returns what it was granted meanwhile, which the
+    /// caller must use or give back.
     pub(crate) fn leave(&mut self, key: usize) -> Option<Grant> {
         let waiter = self.waiters.get_mut(key)?;
         if !matches!(waiter.state, WaitState::Waiting(_)) {
@@ -600,13 +671,17 @@ impl Engine {
         let queue = waiter.queue;
         self.live[queue] -= 1;
         self.waiting -= 1;
+        self.drop_tombstones(queue);
+        None
+    }
+
+    /// Once only cancelled waiters are left in a queue, drops them, so that they never pile up.
+    fn drop_tombstones(&mut self, queue: usize) {
         if self.live[queue] == 0 {
-            // Only tombstones left: drop them now so cancelled waiters never pile up.
             for key in self.queues[queue].drain(..) {
                 self.waiters.remove(key);
             }
         }
-        None
     }
 
     /// Grants capacity to waiters on `model` (or on every model), FIFO per queue, pushing the
@@ -660,13 +735,8 @@ impl Engine {
         self.refresh(now);
         let released = self.release_memory(&reservation);
         self.releases += 1;
-        let Reservation {
-            model,
-            job_type,
-            minute,
-            day,
-            ..
-        } = reservation;
+        let (model, job_type) = (reservation.model(), reservation.job_type());
+        let Reservation { minute, day, .. } = reservation;
         let estimates = self.estimates[job_type];
         let (current_minute, current_day) = (self.minute, self.day);
         let resources = &mut self.models[model].resources;
@@ -718,10 +788,10 @@ impl Engine {
     pub(crate) fn unreserve(&mut self, reservation: Reservation, now: Timestamp) -> u64 {
         self.refresh(now);
         let released = self.release_memory(&reservation);
-        self.dirty |= self.limited(reservation.model);
-        let estimates = self.estimates[reservation.job_type];
+        self.dirty |= self.limited(reservation.model());
+        let estimates = self.estimates[reservation.job_type()];
         let (current_minute, current_day) = (self.minute, self.day);
-        for (r, resource) in self.models[reservation.model]
+        for (r, resource) in self.models[reservation.model()]
             .resources
             .iter_mut()
             .enumerate()
@@ -734,7 +804,7 @@ impl Engine {
                 },
             };
             if current {
-                resource.add(reservation.job_type, -i128::from(estimates[r]));
+                resource.add(reservation.job_type(), -i128::from(estimates[r]));
             }
         }
         released
@@ -751,7 +821,7 @@ impl Engine {
                         self.waiters.remove(key);
                     }
                     WaitState::Waiting(waker) => wake.extend(waker),
-                    WaitState::Granted(_) | WaitState::Closed => {}
+                    WaitState::Granted(_) | WaitState::TimedOut | WaitState::Closed => {}
                 }
             }
             self.live[queue] = 0;
@@ -1140,8 +1210,9 @@ mod tests {
             panic!()
         };
         assert!(matches!(engine.arrive(0, 0), Arrival::Wait));
-        let first = engine.enqueue(0, 0, false);
-        let second = engine.enqueue(0, 0, false);
+        let later = Timestamp::from_millis(60_000);
+        let first = engine.enqueue(0, 0, false, later);
+        let second = engine.enqueue(0, 0, false, later);
         // Type b is not blocked by type a's queue.
         assert!(matches!(engine.arrive(0, 1), Arrival::Admitted(_)));
         let mut wake = Vec::new();
@@ -1154,6 +1225,41 @@ mod tests {
         ));
         assert!(engine.poll_grant(second, waker).is_none());
         assert!(engine.leave(second).is_none());
+        assert!(!engine.has_waiters());
+    }
+
+    #[test]
+    fn waiters_time_out_at_their_deadline_unless_granted_first() {
+        let at = Timestamp::from_millis;
+        let mut engine = Engine::new(&spec(1_000_000, 2), at(0), false);
+        let Arrival::Admitted(running) = engine.arrive(0, 0) else {
+            panic!()
+        };
+        let first = engine.enqueue(0, 0, false, at(1_000));
+        let second = engine.enqueue(0, 0, false, at(2_000));
+        let third = engine.enqueue(0, 0, false, at(3_000));
+        assert!(engine.take_rearm(), "the first deadline arms the timer");
+        let waker = std::task::Waker::noop();
+        assert!(engine.poll_grant(first, waker).is_none());
+        let mut wake = Vec::new();
+        assert_eq!(engine.expire(at(999), &mut wake), Some(at(1_000)));
+        assert!(wake.is_empty());
+        assert_eq!(engine.expire(at(1_000), &mut wake), Some(at(2_000)));
+        assert_eq!(wake.len(), 1, "the timed-out waiter is woken");
+        assert!(matches!(
+            engine.poll_grant(first, waker),
+            Some(Grant::TimedOut)
+        ));
+        // The second is granted before its deadline: its deadline no longer applies.
+        engine.settle(running, Some(&Usage::new()), at(1_500), &mut [None; 4]);
+        engine.grant(Some(0), &mut wake);
+        assert_eq!(engine.expire(at(2_500), &mut wake), Some(at(3_000)));
+        assert!(matches!(
+            engine.poll_grant(second, waker),
+            Some(Grant::Admitted(_))
+        ));
+        assert_eq!(engine.expire(at(3_000), &mut wake), None);
+        assert!(matches!(engine.leave(third), Some(Grant::TimedOut)));
         assert!(!engine.has_waiters());
     }
 }

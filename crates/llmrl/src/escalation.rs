@@ -1,7 +1,7 @@
 //! Escalation (SPEC §5): from a position of the escalation order, the first model that admits a
 //! job within its wait bound.
 
-use crate::core::{Acquire, Core};
+use crate::core::{Acquire, Arrived, Core};
 use crate::engine::Reservation;
 use crate::event::Event;
 use crate::job::JobId;
@@ -19,15 +19,22 @@ pub(crate) enum Escalation {
 }
 
 /// Tries the models of the order from `position` on, each within the job type's wait bound.
+/// `arrived` is the job's arrival on the first of them, if it was taken already (held by
+/// reference: an `async fn` keeps two copies of what it is given by value).
 pub(crate) async fn first_admitting(
     core: &Core,
     job_type: usize,
     mut position: usize,
     job_id: &JobId,
+    arrived: &mut Option<Arrived>,
 ) -> Escalation {
     while let Some(&model) = core.spec.order.get(position) {
-        let acquired = match core.arrive(model, job_type) {
-            Ok(Acquire::Admitted(reservation)) if !core.confirms() => {
+        let step = match arrived.take() {
+            Some(arrived) => arrived.take(),
+            None => core.arrive(model, job_type),
+        };
+        let acquired = match step {
+            Ok(Acquire::Admitted(reservation)) if !reservation.unconfirmed => {
                 Acquire::Admitted(reservation)
             }
             Ok(done @ (Acquire::TimedOut | Acquire::Closed)) => done,

@@ -13,8 +13,9 @@ use crate::backend::{
     Admission, BackendError, DynBackend, FailureMode, FleetView, ModelLimits, RESOURCES,
     Settlement, SettlementOutcome,
 };
+use crate::clock::Timestamp;
 use crate::config::Spec;
-use crate::core::Core;
+use crate::core::{Core, Session};
 use crate::engine::Reservation;
 use crate::window::WindowLimit;
 
@@ -105,24 +106,41 @@ impl FleetLink {
     }
 }
 
+/// Gives back a reservation the backend did not confirm and takes it again if the failure
+/// mode admits it. Only a readmitted job lets others be granted capacity: a job that must wait
+/// again goes back to the front of its queue first.
+fn readmit_in_outage(
+    session: &mut Session<'_>,
+    reservation: Reservation,
+    now: Timestamp,
+) -> Option<Reservation> {
+    let (model, job_type) = (reservation.model(), reservation.job_type());
+    session.memory_released = session.unreserve(reservation, now);
+    let readmitted = session.reserve_now(model, job_type);
+    if readmitted.is_some() {
+        session.grant(None);
+    }
+    readmitted
+}
+
 impl Core {
     fn link(&self) -> Option<&FleetLink> {
         self.fleet.as_ref()
     }
 
-    /// Whether admissions must be confirmed by the backend (a fleet that answers).
-    pub(crate) fn confirms(&self) -> bool {
-        self.link().is_some_and(|link| !link.in_outage())
-    }
-
     /// Asks the backend to admit a job reserved locally. Returns the reservation if the fleet
     /// admits it (or, the backend being unreachable, the failure mode does); otherwise undoes it
-    /// and takes the backend's figures in, so local checks see what the fleet sees.
+    /// and takes the backend's figures in, so local checks see what the fleet sees. An undone
+    /// reservation is granted to no one: the caller puts its job back in the queue first.
     pub(crate) async fn confirm(&self, reservation: Reservation) -> Option<Reservation> {
         let Some(link) = self.link() else {
             return Some(reservation);
         };
-        let (model, job_type) = (reservation.model, reservation.job_type);
+        let (model, job_type) = (reservation.model(), reservation.job_type());
+        if link.in_outage() {
+            // Reserved before the outage began: check it again under the failure mode.
+            return readmit_in_outage(&mut self.session(), reservation, self.clock.now());
+        }
         let admission = Admission {
             model,
             estimates: self.window_estimates(job_type),
@@ -136,15 +154,18 @@ impl Core {
         match reply {
             Ok(reply) if reply.admitted => {
                 session.apply_fleet(reply.instances, model, &reply.figures);
+                session.grant(None);
                 let mut reservation = reservation;
+                reservation.unconfirmed = false;
                 reservation.backend_windows = Some(reply.figures.windows);
                 Some(reservation)
             }
+            // Refused: the capacity goes back without granting it to anyone, so that the caller
+            // can put the job back at the front of its queue first.
             Ok(reply) => {
                 // The backend's figures do not hold this reservation: undo it first.
                 session.memory_released = session.unreserve(reservation, now);
                 session.apply_fleet(reply.instances, model, &reply.figures);
-                session.grant(None);
                 None
             }
             Err(BackendError::NotRegistered) => {
@@ -152,16 +173,12 @@ impl Core {
                 link.registered.store(false, Ordering::Release);
                 link.wake_driver.notify_one();
                 session.memory_released = session.unreserve(reservation, now);
-                session.grant(None);
                 None
             }
             Err(error) => {
                 tracing::warn!(%error, "fleet backend unreachable; applying the failure mode");
-                session.memory_released = session.unreserve(reservation, now);
                 self.enter_outage(&mut session);
-                let readmitted = session.reserve_now(model, job_type);
-                session.grant(None);
-                readmitted
+                readmit_in_outage(&mut session, reservation, now)
             }
         }
     }
@@ -179,9 +196,9 @@ impl Core {
     ) -> Option<Settlement> {
         self.link()?;
         Some(Settlement {
-            model: reservation.model,
+            model: reservation.model(),
             reserved_in: reservation.windows(),
-            estimates: self.window_estimates(reservation.job_type),
+            estimates: self.window_estimates(reservation.job_type()),
             outcome,
             now: self.clock.now(),
         })
@@ -228,7 +245,7 @@ impl Core {
         }
     }
 
-    fn enter_outage(&self, session: &mut crate::core::Session<'_>) {
+    fn enter_outage(&self, session: &mut Session<'_>) {
         let Some(link) = self.link() else { return };
         if !link.outage.swap(true, Ordering::AcqRel) {
             session.set_outage(Some(link.mode));

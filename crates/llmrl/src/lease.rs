@@ -66,7 +66,7 @@ impl<M: Clone> Lease<M> {
         from: usize,
         attempt: u32,
     ) -> Result<Self, AcquireError> {
-        match first_admitting(&core, job_type, from, &job_id).await {
+        match first_admitting(&core, job_type, from, &job_id, &mut None).await {
             Escalation::Admitted {
                 position,
                 reservation,

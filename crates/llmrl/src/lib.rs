@@ -21,6 +21,7 @@ pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod core;
+mod deadlines;
 mod driver;
 mod engine;
 mod error;

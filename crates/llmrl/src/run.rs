@@ -5,13 +5,15 @@ use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::Spec;
-use crate::core::Core;
+use crate::core::{Arrived, Core};
 use crate::engine::Reservation;
 use crate::escalation::{Escalation, delegated, first_admitting, started};
 use crate::handle::{JobHandle, JobOutcome};
@@ -64,18 +66,96 @@ where
         job_type = %core.spec.job_types[job_type].name,
         instance = %core.instance_id,
     );
-    let (key, task) = if span.is_disabled() {
-        core.spawn_job(|task| {
-            let run = Run::new(core.clone(), Some(task), id, model_of, callbacks);
-            run_job(run, job_type, job, args)
-        })
+    // Arriving here, not in the task, keeps jobs in the order they were queued.
+    let arrived = core.arrive_first(job_type);
+    let admitted = arrived.admitted();
+    let job = Job {
+        run: Run::new(core.clone(), None, id, model_of, callbacks),
+        job_type,
+        job,
+        args,
+        arrived: Some(arrived),
+    };
+    let span = (!span.is_disabled()).then_some(span);
+    // A job that waits keeps its attempt boxed: while queued, its task holds only what the
+    // wait needs, whatever the size of the user's future. One admitted at once runs it inline.
+    let (key, task) = if admitted {
+        spawn::<Inline, _, _, _, _, _, _, _, _>(core, job, span)
     } else {
-        core.spawn_job(|task| {
-            let run = Run::new(core.clone(), Some(task), id, model_of, callbacks);
-            run_job(run, job_type, job, args).instrument(span)
-        })
+        spawn::<Boxed, _, _, _, _, _, _, _, _>(core, job, span)
     };
     JobHandle::spawned(task, core.clone(), key, job_id)
+}
+
+fn spawn<P, M, T, E, C, X, F, A, Fut>(
+    core: &Core,
+    mut job: Job<M, T, E, C, X, F, A>,
+    span: Option<tracing::Span>,
+) -> (TaskKey, JoinHandle<JobOutcome<M, T, E>>)
+where
+    P: Placement,
+    M: Clone + Send + Sync + 'static,
+    F: Fn(JobContext<M, A>) -> Fut + Send + 'static,
+    Fut: Future<Output = JobResult<T, E>> + Send + 'static,
+    A: Clone + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+{
+    match span {
+        None => core.spawn_job(|task| {
+            job.run.task = Some(task);
+            run_job::<P, _, _, _, _, _, _, _, _>(job)
+        }),
+        Some(span) => core.spawn_job(|task| {
+            job.run.task = Some(task);
+            run_job::<P, _, _, _, _, _, _, _, _>(job).instrument(span)
+        }),
+    }
+}
+
+/// Where an attempt's state lives while it runs: inline in the job's task, or boxed.
+trait Placement: 'static {
+    type Placed<F: Future + Send>: Future<Output = F::Output> + Send;
+    fn place<F: Future + Send>(attempt: F) -> Self::Placed<F>;
+}
+
+/// In the task: no allocation, for jobs admitted at once.
+struct Inline;
+
+impl Placement for Inline {
+    type Placed<F: Future + Send> = F;
+    fn place<F: Future + Send>(attempt: F) -> F {
+        attempt
+    }
+}
+
+/// In its own allocation, for jobs that wait.
+struct Boxed;
+
+impl Placement for Boxed {
+    type Placed<F: Future + Send> = Pin<Box<F>>;
+    fn place<F: Future + Send>(attempt: F) -> Pin<Box<F>> {
+        Box::pin(attempt)
+    }
+}
+
+/// A queued job: its record, and what each attempt needs.
+struct Job<M, T, E, C, X, F, A>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: OnComplete<M, T>,
+    X: OnError<M, E>,
+{
+    run: Run<M, T, E, C, X>,
+    job_type: usize,
+    job: F,
+    args: A,
+    /// The first arrival, until the task takes it.
+    arrived: Option<Arrived>,
 }
 
 struct Callbacks<C, X> {
@@ -254,76 +334,106 @@ impl Drop for Permit<'_> {
     }
 }
 
-async fn run_job<M, T, E, C, X, F, A, Fut>(
-    mut run: Run<M, T, E, C, X>,
-    job_type: usize,
-    job: F,
-    args: A,
-) -> JobOutcome<M, T, E>
+/// How an attempt ended.
+enum Ended<T, E> {
+    Finished(JobResult<T, E>),
+    Panicked(String),
+}
+
+/// One attempt: runs the job's future on its reservation, then settles what it used. A panic
+/// or a drop settles the reservation as unknown usage.
+async fn attempt<Fut, T, E>(
+    core: &Core,
+    job_id: &JobId,
+    job: Fut,
+    reservation: Reservation,
+) -> Ended<T, E>
 where
+    Fut: Future<Output = JobResult<T, E>>,
+{
+    let permit = Permit {
+        core,
+        job_id,
+        reservation: Some(reservation),
+    };
+    match AssertUnwindSafe(job).catch_unwind().await {
+        Err(panic) => {
+            drop(permit);
+            Ended::Panicked(panic_message(&*panic))
+        }
+        Ok(result) => {
+            let (JobResult::Done { usage, .. } | JobResult::Rejected { usage, .. }) = &result;
+            permit.settle(usage).await;
+            Ended::Finished(result)
+        }
+    }
+}
+
+/// The job's task. Written as a function returning an `async` block that uses `job` in place:
+/// an `async fn` would keep two copies of it.
+#[allow(clippy::manual_async_fn)]
+fn run_job<P, M, T, E, C, X, F, A, Fut>(
+    mut job: Job<M, T, E, C, X, F, A>,
+) -> impl Future<Output = JobOutcome<M, T, E>>
+where
+    P: Placement,
     M: Clone + Send + 'static,
     T: Send + 'static,
     E: Send + 'static,
     C: OnComplete<M, T>,
     X: OnError<M, E>,
     F: Fn(JobContext<M, A>) -> Fut,
-    Fut: Future<Output = JobResult<T, E>>,
+    Fut: Future<Output = JobResult<T, E>> + Send,
     A: Clone,
 {
-    let core = run.core.clone();
-    let job_id = run.job_id.clone();
-    let mut attempt = 0;
-    let mut last_rejection = None;
-    let mut from = 0;
-    loop {
-        let (position, reservation) = match first_admitting(&core, job_type, from, &job_id).await {
-            Escalation::Admitted {
-                position,
-                reservation,
-            } => (position, reservation),
-            Escalation::Exhausted => return run.fail(Cause::Exhausted { last_rejection }),
-            Escalation::Closed => return run.fail(Cause::ShutDown),
-        };
-        let model = core.spec.order[position];
-        attempt += 1;
-        let permit = Permit {
-            core: &core,
-            job_id: &job_id,
-            reservation: Some(reservation),
-        };
-        let context = JobContext {
-            model: (run.model_of)(&core.spec, model),
-            attempt,
-            args: args.clone(),
-            job_id: job_id.clone(),
-        };
-        started(&core, &job_id, job_type, model, attempt);
-        match AssertUnwindSafe(job(context)).catch_unwind().await {
-            Err(panic) => {
-                drop(permit);
-                return run.fail(Cause::Panicked(panic_message(&*panic)));
-            }
-            Ok(JobResult::Done { value, usage }) => {
-                permit.settle(&usage).await;
-                run.record(model, &usage);
-                return run.succeed(value, model);
-            }
-            Ok(JobResult::Rejected {
-                error,
-                usage,
-                delegate,
-            }) => {
-                permit.settle(&usage).await;
-                run.record(model, &usage);
-                if !delegate {
-                    return run.fail(Cause::Rejected(error));
+    async move {
+        let core = job.run.core.clone();
+        let mut attempt_number = 0;
+        let mut last_rejection = None;
+        let mut from = 0;
+        loop {
+            let escalation =
+                first_admitting(&core, job.job_type, from, &job.run.job_id, &mut job.arrived).await;
+            let (position, reservation) = match escalation {
+                Escalation::Admitted {
+                    position,
+                    reservation,
+                } => (position, reservation),
+                Escalation::Exhausted => return job.run.fail(Cause::Exhausted { last_rejection }),
+                Escalation::Closed => return job.run.fail(Cause::ShutDown),
+            };
+            let model = core.spec.order[position];
+            attempt_number += 1;
+            let context = JobContext {
+                model: (job.run.model_of)(&core.spec, model),
+                attempt: attempt_number,
+                args: job.args.clone(),
+                job_id: job.run.job_id.clone(),
+            };
+            started(&core, &job.run.job_id, job.job_type, model, attempt_number);
+            let running = attempt(&core, &job.run.job_id, (job.job)(context), reservation);
+            match P::place(running).await {
+                Ended::Panicked(message) => return job.run.fail(Cause::Panicked(message)),
+                Ended::Finished(JobResult::Done { value, usage }) => {
+                    job.run.record(model, &usage);
+                    return job.run.succeed(value, model);
                 }
-                if position + 1 == core.spec.order.len() {
-                    return run.fail(Cause::RejectedOnLastModel(error));
+                Ended::Finished(JobResult::Rejected {
+                    error,
+                    usage,
+                    delegate,
+                }) => {
+                    job.run.record(model, &usage);
+                    if !delegate {
+                        return job.run.fail(Cause::Rejected(error));
+                    }
+                    if position + 1 == core.spec.order.len() {
+                        return job.run.fail(Cause::RejectedOnLastModel(error));
+                    }
+                    delegated(&core, &job.run.job_id, job.job_type, model);
+                    last_rejection = Some(error);
+                    from = position + 1;
                 }
-                delegated(&core, &job_id, job_type, model);
-                last_rejection = Some(error);
-                from = position + 1;
             }
         }
     }
