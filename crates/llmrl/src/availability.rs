@@ -66,6 +66,9 @@ pub struct JobTypeOnModel<M> {
     pub in_flight: u64,
     /// Jobs of this type waiting for this model.
     pub waiting: u64,
+    /// This instance's fair share of some limit of the model is smaller than one job of this
+    /// type: the type cannot start here at the current fleet size (a warning is logged too).
+    pub stranded: bool,
 }
 
 /// One model's limits as this instance sees them.

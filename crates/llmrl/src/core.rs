@@ -167,6 +167,15 @@ impl Drop for Session<'_> {
         if engine.take_rearm() {
             self.core.rearm.notify_one();
         }
+        for (model, job_type) in engine.take_newly_stranded() {
+            tracing::warn!(
+                model = %self.core.spec.models[model].name,
+                job_type = %self.core.spec.job_types[job_type].name,
+                instances = engine.instances(),
+                "the fair share of a limit of this model is smaller than one job of this type: \
+                 it cannot start on this model at the current fleet size"
+            );
+        }
         let mut notify = false;
         if let Some(hook) = &self.core.slots_hook {
             if let Some(reason) = engine.slots_changed(self.adjustment.is_some()) {
@@ -580,13 +589,14 @@ impl Core {
     /// Spawns a job task, registered so that `stop()` can end it.
     pub(crate) fn spawn_job<Fut>(
         &self,
+        id: &JobId,
         task: impl FnOnce(TaskKey) -> Fut,
     ) -> (TaskKey, JoinHandle<Fut::Output>)
     where
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        self.tasks.spawn(&self.runtime, task)
+        self.tasks.spawn(&self.runtime, id, task)
     }
 
     /// Stops admitting, fails waiting jobs, lets running jobs finish within `grace`, then

@@ -212,6 +212,9 @@ pub(crate) struct Engine {
     outage: Option<FailureMode>,
     /// A fleet member: the backend confirms admissions while it answers.
     in_fleet: bool,
+    /// Per (model, type): the fair share of some limit is smaller than one job of the type.
+    stranded: Vec<bool>,
+    newly_stranded: Vec<(usize, usize)>,
     /// Estimates per job type, indexed like the resources (concurrency: 1).
     estimates: Vec<[u64; RESOURCES]>,
     memory_kb: Vec<u64>,
@@ -318,6 +321,8 @@ impl Engine {
             instances: 1,
             outage: None,
             in_fleet: fleet,
+            stranded: vec![false; queues],
+            newly_stranded: Vec::new(),
             parts: vec![0; job_types],
             column: vec![0; job_types],
             per_resource: vec![0; job_types],
@@ -330,11 +335,21 @@ impl Engine {
     /// Entitlements follow ratios and shares; recompute after either changes.
     fn recompute_entitlements(&mut self) {
         let (outage, instances) = (self.outage, self.instances);
-        for model in &mut self.models {
+        for (m, model) in self.models.iter_mut().enumerate() {
+            let stranded = &mut self.stranded[m * self.job_types..(m + 1) * self.job_types];
+            let was = stranded.to_vec();
+            stranded.fill(false);
             for (r, resource) in model.resources.iter_mut().enumerate() {
                 let Some(share) = resource.share(outage, instances) else {
                     continue;
                 };
+                // A share smaller than one job: the type can never start here at this fleet
+                // size (SPEC §7.1), which is reported, not left silent.
+                if resource.fleet.is_some() {
+                    for (t, stranded) in stranded.iter_mut().enumerate() {
+                        *stranded |= self.estimates[t][r] > share;
+                    }
+                }
                 for (t, ent) in resource.entitlement.iter_mut().enumerate() {
                     *ent = slots::entitlement(
                         self.ratios[t],
@@ -345,7 +360,18 @@ impl Engine {
                     );
                 }
             }
+            for (t, (&now, was)) in stranded.iter().zip(was).enumerate() {
+                if now && !was {
+                    self.newly_stranded.push((m, t));
+                }
+            }
         }
+    }
+
+    /// The (model, job type) pairs whose fair share became smaller than one job since the last
+    /// call.
+    pub(crate) fn take_newly_stranded(&mut self) -> Vec<(usize, usize)> {
+        std::mem::take(&mut self.newly_stranded)
     }
 
     /// Rolls the minute and day windows forward to `now`; true when a window ended.
@@ -386,6 +412,10 @@ impl Engine {
     /// Slots of every job type on `model`, into `self.out` (SPEC §6.1: the minimum over the
     /// model's limits of whole jobs each type's part allows).
     fn compute_slots(&mut self, model: usize) {
+        if self.closed_by_outage() {
+            self.out.fill(0);
+            return;
+        }
         self.out.fill(UNBOUNDED);
         let state = &self.models[model];
         for (r, resource) in state.resources.iter().enumerate() {
@@ -409,11 +439,20 @@ impl Engine {
         }
     }
 
+    /// The fleet backend is unreachable and the failure mode is `closed`: nothing starts, on
+    /// any model, limited or not (SPEC §7.4).
+    fn closed_by_outage(&self) -> bool {
+        self.in_fleet && self.outage == Some(FailureMode::Closed)
+    }
+
     /// Whether one job of `job_type` can start on `model`: `slots(model, job_type) ≥ 1`, decided
     /// without divisions in the common case (a type's own part covers the job and the parts are
     /// not scaled down); the full computation runs only when parts must be scaled.
     fn fits(&mut self, model: usize, job_type: usize) -> bool {
         const ONE: u128 = RATIO_ONE as u128;
+        if self.closed_by_outage() {
+            return false;
+        }
         let estimates = self.estimates[job_type];
         let mut scaled = false;
         for (r, resource) in self.models[model].resources.iter().enumerate() {
@@ -1026,6 +1065,7 @@ impl Engine {
                         slots: bounded(all[m * self.job_types + t]),
                         in_flight: self.models[m].resources[CONCURRENCY].by_type[t],
                         waiting: self.live[m * self.job_types + t] as u64,
+                        stranded: self.stranded[m * self.job_types + t],
                     })
                     .collect();
                 JobTypeAvailability {

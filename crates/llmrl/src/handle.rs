@@ -73,8 +73,8 @@ impl<M, T, E> JobHandle<M, T, E> {
     /// [`JobError`] with [`Cause::Cancelled`] and `on_error` is called, unless the job already
     /// ended.
     pub fn cancel(&self) {
-        if let State::Spawned { task, .. } = &self.state {
-            task.abort();
+        if let State::Spawned { core, key, .. } = &self.state {
+            core.tasks.cancel(*key);
         }
     }
 

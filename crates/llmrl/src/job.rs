@@ -9,10 +9,37 @@ use crate::outcome::{Completion, JobError};
 use crate::usage::Usage;
 
 /// A job's id, for tracing and reports. Cheap to clone; duplicates are allowed (and logged).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Ids compare, hash and order by their text, however they were built.
+#[derive(Clone)]
 pub struct JobId(Repr);
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+impl PartialEq for JobId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for JobId {}
+
+impl std::hash::Hash for JobId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for JobId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for JobId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+#[derive(Clone)]
 enum Repr {
     Static(&'static str),
     Shared(Arc<str>),

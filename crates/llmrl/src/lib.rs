@@ -34,6 +34,7 @@ mod instance;
 mod job;
 mod lease;
 mod limiter;
+mod live_ids;
 mod memory;
 mod named;
 mod notify;

@@ -12,6 +12,9 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 
+use crate::job::JobId;
+use crate::live_ids::LiveIds;
+
 /// Identifies a job task; `seq` tells a reused slot from the original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TaskKey {
@@ -24,6 +27,8 @@ enum TaskState {
         abort: AbortHandle,
         /// A handle may still want the outcome if the task is dropped.
         watched: bool,
+        /// Its handle cancelled it (whatever happens to the limiter afterwards).
+        cancelled: bool,
     },
     /// The task was dropped before its job ended; the outcome waits here for its handle.
     Dropped(Box<dyn Any + Send>),
@@ -34,6 +39,7 @@ struct Tasks {
     slab: Slab<(u64, TaskState)>,
     next_seq: u64,
     running: usize,
+    ids: LiveIds,
 }
 
 impl Tasks {
@@ -58,10 +64,12 @@ impl Registry {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Spawns a job task on `runtime`, registered before it can run.
+    /// Spawns the task of job `id` on `runtime`, registered before it can run. Reports an id
+    /// that another live job has too.
     pub(crate) fn spawn<Fut>(
         &self,
         runtime: &Handle,
+        id: &JobId,
         task: impl FnOnce(TaskKey) -> Fut,
     ) -> (TaskKey, JoinHandle<Fut::Output>)
     where
@@ -69,6 +77,9 @@ impl Registry {
         Fut::Output: Send + 'static,
     {
         let mut tasks = self.lock();
+        if tasks.ids.insert(id) {
+            tracing::warn!(job_id = %id, "duplicate job id: another queued or running job has it");
+        }
         let seq = tasks.next_seq;
         tasks.next_seq += 1;
         let entry = tasks.slab.vacant_entry();
@@ -83,6 +94,7 @@ impl Registry {
             TaskState::Running {
                 abort: handle.abort_handle(),
                 watched: true,
+                cancelled: false,
             },
         ));
         tasks.running += 1;
@@ -96,9 +108,10 @@ impl Registry {
         }
     }
 
-    /// A job task ended with its outcome (which its `JoinHandle` carries).
-    pub(crate) fn ended(&self, key: TaskKey) {
+    /// The task of job `id` ended with its outcome (which its `JoinHandle` carries).
+    pub(crate) fn ended(&self, key: TaskKey, id: &JobId) {
         let mut tasks = self.lock();
+        tasks.ids.remove(id);
         if tasks.entry(key).is_some() {
             tasks.slab.remove(key.index);
             self.left(&mut tasks);
@@ -107,8 +120,9 @@ impl Registry {
 
     /// A job task was dropped before its job ended: keeps `outcome` for the job's handle,
     /// unless nobody holds one.
-    pub(crate) fn dropped(&self, key: TaskKey, outcome: Box<dyn Any + Send>) {
+    pub(crate) fn dropped(&self, key: TaskKey, id: &JobId, outcome: Box<dyn Any + Send>) {
         let mut tasks = self.lock();
+        tasks.ids.remove(id);
         let Some(state) = tasks.entry(key) else {
             return;
         };
@@ -118,6 +132,29 @@ impl Registry {
             tasks.slab.remove(key.index);
         }
         self.left(&mut tasks);
+    }
+
+    /// Cancels a job's task: it is dropped at its next await point.
+    pub(crate) fn cancel(&self, key: TaskKey) {
+        let mut tasks = self.lock();
+        if let Some(TaskState::Running {
+            abort, cancelled, ..
+        }) = tasks.entry(key)
+        {
+            *cancelled = true;
+            abort.abort();
+        }
+    }
+
+    /// Whether the job's handle cancelled its task.
+    pub(crate) fn was_cancelled(&self, key: TaskKey) -> bool {
+        matches!(
+            self.lock().entry(key),
+            Some(TaskState::Running {
+                cancelled: true,
+                ..
+            })
+        )
     }
 
     /// The outcome a dropped task left for its handle.

@@ -80,15 +80,16 @@ where
     // A job that waits keeps its attempt boxed: while queued, its task holds only what the
     // wait needs, whatever the size of the user's future. One admitted at once runs it inline.
     let (key, task) = if admitted {
-        spawn::<Inline, _, _, _, _, _, _, _, _>(core, job, span)
+        spawn::<Inline, _, _, _, _, _, _, _, _>(core, &job_id, job, span)
     } else {
-        spawn::<Boxed, _, _, _, _, _, _, _, _>(core, job, span)
+        spawn::<Boxed, _, _, _, _, _, _, _, _>(core, &job_id, job, span)
     };
     JobHandle::spawned(task, core.clone(), key, job_id)
 }
 
 fn spawn<P, M, T, E, C, X, F, A, Fut>(
     core: &Core,
+    id: &JobId,
     mut job: Job<M, T, E, C, X, F, A>,
     span: Option<tracing::Span>,
 ) -> (TaskKey, JoinHandle<JobOutcome<M, T, E>>)
@@ -104,11 +105,11 @@ where
     X: OnError<M, E>,
 {
     match span {
-        None => core.spawn_job(|task| {
+        None => core.spawn_job(id, |task| {
             job.run.task = Some(task);
             run_job::<P, _, _, _, _, _, _, _, _>(job)
         }),
-        Some(span) => core.spawn_job(|task| {
+        Some(span) => core.spawn_job(id, |task| {
             job.run.task = Some(task);
             run_job::<P, _, _, _, _, _, _, _, _>(job).instrument(span)
         }),
@@ -263,16 +264,18 @@ where
     fn drop(&mut self) {
         let Some(task) = self.task else { return };
         if self.callbacks.is_none() {
-            self.core.tasks.ended(task);
+            self.core.tasks.ended(task, &self.job_id);
             return;
         }
-        let cause = if self.core.is_stopping() {
+        let cause = if self.core.is_stopping() && !self.core.tasks.was_cancelled(task) {
             Cause::ShutDown
         } else {
             Cause::Cancelled
         };
         let outcome = self.fail(cause);
-        self.core.tasks.dropped(task, Box::new(outcome));
+        self.core
+            .tasks
+            .dropped(task, &self.job_id, Box::new(outcome));
     }
 }
 

@@ -61,7 +61,9 @@ async fn a_snapshot_serializes_every_figure_and_null_for_what_is_unbounded() {
                 "flexible": true,
                 "in_flight": 1,
                 "memory_kb": 0,
-                "models": [{"model": "m", "slots": 1, "in_flight": 1, "waiting": 0}],
+                "models": [{
+                    "model": "m", "slots": 1, "in_flight": 1, "waiting": 0, "stranded": false,
+                }],
             }],
             "models": [{
                 "model": "m",

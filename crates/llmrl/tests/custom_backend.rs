@@ -435,8 +435,6 @@ async fn a_backend_that_never_answers_times_out_and_the_failure_mode_applies() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: in the `closed` failure mode a model without any limit still admits jobs \
-            while the backend is unreachable; SPEC §7.4 says `closed` admits nothing"]
 async fn closed_admits_nothing_even_on_a_model_without_limits() {
     let backend = Scripted::default();
     backend.script.silent.store(true, Ordering::SeqCst);

@@ -239,9 +239,6 @@ async fn a_silent_instance_is_evicted_and_its_usage_remembered_when_it_returns()
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: when the minute rolls, the in-process fleet forgets an evicted instance's \
-            usage entirely (day usage included), so if it re-registers later that day its \
-            reported day usage is counted a second time"]
 async fn an_instance_evicted_in_an_earlier_minute_is_not_counted_twice_for_the_day() {
     // Tokens per minute and per day.
     let limits = vec![ModelLimits::new(

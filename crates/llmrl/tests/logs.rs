@@ -544,8 +544,6 @@ async fn a_job_that_can_never_fit_the_memory_budget_is_logged_as_a_warning() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: duplicate job ids are not reported in the logs (SPEC §3.1; JobId's docs say \
-            they are logged)"]
 async fn a_duplicate_job_id_is_reported_in_the_logs() {
     let (logs, _guard) = Capture::install();
     let limiter = limiter();
@@ -570,4 +568,39 @@ async fn a_duplicate_job_id_is_reported_in_the_logs() {
     });
     assert!(reported, "{:?}", logs.messages());
     limiter.stop(Duration::ZERO).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_type_stranded_by_the_fleet_size_is_warned_about_once() {
+    let (logs, _guard) = Capture::install();
+    let fleet = InProcessFleet::new();
+    let instance = |id: &str| {
+        // CONC 2 among three instances: the third's share is 0 units.
+        let config = Config::new()
+            .model("m", ModelConfig::new(pricing()).max_concurrent_requests(2))
+            .job_type("j", JobTypeConfig::new().max_wait("m", Duration::ZERO))
+            .instance_id(id);
+        NamedLimiter::builder(config)
+            .clock(clock())
+            .backend(fleet.clone())
+            .build()
+            .unwrap()
+    };
+    let limiters = [instance("a"), instance("b"), instance("c")];
+    for limiter in &limiters {
+        limiter.ready().await;
+    }
+    common::advance(Duration::from_secs(6)).await;
+    let warned = logs.with_message(
+        "the fair share of a limit of this model is smaller than one job of this type: it \
+         cannot start on this model at the current fleet size",
+    );
+    assert_eq!(warned.len(), 1, "{:?}", logs.messages());
+    assert_eq!(warned[0].level, Level::WARN);
+    assert_eq!(warned[0].field("model"), Some("m"));
+    assert_eq!(warned[0].field("job_type"), Some("j"));
+    assert_eq!(warned[0].field("instances"), Some("3"));
+    for limiter in &limiters {
+        limiter.stop(Duration::ZERO).await;
+    }
 }

@@ -106,9 +106,6 @@ async fn a_waiting_job_cancelled_before_stop_stays_cancelled() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: `cancel()` immediately followed by `stop()` reports the cancelled job as \
-            `ShutDown` (the abort is only processed when the task is next polled, after \
-            `stop()` has set its flag), although `JobHandle::cancel` documents `Cancelled`"]
 async fn a_job_cancelled_just_before_stop_is_reported_cancelled() {
     let (causes, reported) = cancel_then_stop(false).await;
     assert_eq!(causes[1], Cause::Cancelled);

@@ -219,6 +219,7 @@ impl State {
             models,
             ..
         } = self;
+        let mut rolled = false;
         for (resources, current, new) in [
             ([0, 2], &mut windows.minute, now.minute),
             ([1, 3], &mut windows.day, now.day),
@@ -227,14 +228,30 @@ impl State {
                 continue;
             }
             *current = new;
+            rolled = true;
             for (model, limits) in models.iter_mut().zip(limits.iter()) {
                 for r in resources {
                     model.used[r] = 0;
                     model.unused[r] = limits.limits[r].unwrap_or(0);
                 }
             }
+            // An evicted instance's usage of an ended window is forgotten, its usage of the
+            // windows still running (the day, when a minute ends) is not.
+            for (w, own) in self.evicted.values_mut() {
+                if w.of(resources[0]) < new {
+                    for o in own.iter_mut() {
+                        resources.iter().for_each(|&r| o[r] = 0);
+                    }
+                }
+            }
+        }
+        if rolled {
+            for (w, own) in self.evicted.values_mut() {
+                *w = now;
+                own.iter_mut().for_each(|o| o[CONCURRENCY] = 0);
+            }
             self.evicted
-                .retain(|_, (w, _)| w.of(resources[0]) == now.of(resources[0]));
+                .retain(|_, (_, own)| own.iter().flatten().any(|&used| used > 0));
         }
         for member in &mut self.members {
             member.roll(self.windows);
