@@ -21,6 +21,7 @@ use crate::error::BuildError;
 use crate::event::{Event, Listener, UsageAdjustment};
 use crate::fleet::{FleetLink, FleetOptions};
 use crate::job::JobId;
+use crate::live_ids::IdHash;
 use crate::memory::{Membership, MemoryPool, MemoryWatcher};
 use crate::notify::{Deliveries, RelativeAdjustment, SlotsChangeReason};
 use crate::registry::{Registry, TaskKey};
@@ -590,13 +591,14 @@ impl Core {
     pub(crate) fn spawn_job<Fut>(
         &self,
         id: &JobId,
+        hash: IdHash,
         task: impl FnOnce(TaskKey) -> Fut,
     ) -> (TaskKey, JoinHandle<Fut::Output>)
     where
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        self.tasks.spawn(&self.runtime, id, task)
+        self.tasks.spawn(&self.runtime, id, hash, task)
     }
 
     /// Stops admitting, fails waiting jobs, lets running jobs finish within `grace`, then

@@ -11,17 +11,29 @@ use crate::job::JobId;
 
 #[derive(Default)]
 pub(crate) struct LiveIds {
-    hasher: RandomState,
     /// Ids held by at least one live job.
     once: HashSet<u64, BuildHasherDefault<AlreadyHashed>>,
     /// Ids held by more than one: how many more.
     more: HashMap<u64, u32, BuildHasherDefault<AlreadyHashed>>,
 }
 
+/// A job id as [`LiveIds`] keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdHash(u64);
+
+/// Turns ids into [`IdHash`]es, keyed per limiter (computed once per job, outside any lock).
+#[derive(Default)]
+pub(crate) struct IdHasher(RandomState);
+
+impl IdHasher {
+    pub(crate) fn hash(&self, id: &JobId) -> IdHash {
+        IdHash(self.0.hash_one(id.as_str()))
+    }
+}
+
 impl LiveIds {
     /// A job with this id became live. Returns whether another live job has the same id.
-    pub(crate) fn insert(&mut self, id: &JobId) -> bool {
-        let hash = self.hasher.hash_one(id.as_str());
+    pub(crate) fn insert(&mut self, IdHash(hash): IdHash) -> bool {
         if self.once.insert(hash) {
             return false;
         }
@@ -30,8 +42,7 @@ impl LiveIds {
     }
 
     /// A job with this id ended.
-    pub(crate) fn remove(&mut self, id: &JobId) {
-        let hash = self.hasher.hash_one(id.as_str());
+    pub(crate) fn remove(&mut self, IdHash(hash): IdHash) {
         match self.more.get_mut(&hash) {
             Some(1) => {
                 self.more.remove(&hash);
@@ -71,20 +82,22 @@ mod tests {
 
     #[test]
     fn an_id_is_a_duplicate_while_another_live_job_holds_it() {
-        let mut ids = LiveIds::default();
-        let (a, b) = (JobId::from("a"), JobId::from(String::from("b")));
-        assert!(!ids.insert(&a));
-        assert!(!ids.insert(&b));
-        assert!(ids.insert(&JobId::from(String::from("a"))), "same text");
-        assert!(ids.insert(&a), "a third");
-        ids.remove(&a);
-        ids.remove(&a);
-        assert!(ids.insert(&a), "one still holds it");
-        ids.remove(&a);
-        ids.remove(&a);
-        assert!(!ids.insert(&a), "none did");
-        ids.remove(&a);
-        ids.remove(&b);
+        let (hasher, mut ids) = (IdHasher::default(), LiveIds::default());
+        let a = hasher.hash(&JobId::from("a"));
+        let b = hasher.hash(&JobId::from(String::from("b")));
+        assert_eq!(a, hasher.hash(&JobId::from(String::from("a"))), "same text");
+        assert!(!ids.insert(a));
+        assert!(!ids.insert(b));
+        assert!(ids.insert(a), "a second");
+        assert!(ids.insert(a), "a third");
+        ids.remove(a);
+        ids.remove(a);
+        assert!(ids.insert(a), "one still holds it");
+        ids.remove(a);
+        ids.remove(a);
+        assert!(!ids.insert(a), "none did");
+        ids.remove(a);
+        ids.remove(b);
         assert!(ids.once.is_empty() && ids.more.is_empty());
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::job::JobId;
-use crate::live_ids::LiveIds;
+use crate::live_ids::{IdHash, IdHasher, LiveIds};
 
 /// Identifies a job task; `seq` tells a reused slot from the original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +54,7 @@ impl Tasks {
 #[derive(Default)]
 pub(crate) struct Registry {
     tasks: Mutex<Tasks>,
+    pub(crate) ids: IdHasher,
     /// Told when the last running task leaves, once someone waits for that.
     drained: Notify,
     draining: AtomicBool,
@@ -64,12 +65,13 @@ impl Registry {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Spawns the task of job `id` on `runtime`, registered before it can run. Reports an id
-    /// that another live job has too.
+    /// Spawns the task of job `id` (hashed by [`Registry::ids`]) on `runtime`, registered
+    /// before it can run. Reports an id that another live job has too.
     pub(crate) fn spawn<Fut>(
         &self,
         runtime: &Handle,
         id: &JobId,
+        hash: IdHash,
         task: impl FnOnce(TaskKey) -> Fut,
     ) -> (TaskKey, JoinHandle<Fut::Output>)
     where
@@ -77,7 +79,7 @@ impl Registry {
         Fut::Output: Send + 'static,
     {
         let mut tasks = self.lock();
-        if tasks.ids.insert(id) {
+        if tasks.ids.insert(hash) {
             tracing::warn!(job_id = %id, "duplicate job id: another queued or running job has it");
         }
         let seq = tasks.next_seq;
@@ -109,7 +111,7 @@ impl Registry {
     }
 
     /// The task of job `id` ended with its outcome (which its `JoinHandle` carries).
-    pub(crate) fn ended(&self, key: TaskKey, id: &JobId) {
+    pub(crate) fn ended(&self, key: TaskKey, id: IdHash) {
         let mut tasks = self.lock();
         tasks.ids.remove(id);
         if tasks.entry(key).is_some() {
@@ -120,7 +122,7 @@ impl Registry {
 
     /// A job task was dropped before its job ended: keeps `outcome` for the job's handle,
     /// unless nobody holds one.
-    pub(crate) fn dropped(&self, key: TaskKey, id: &JobId, outcome: Box<dyn Any + Send>) {
+    pub(crate) fn dropped(&self, key: TaskKey, id: IdHash, outcome: Box<dyn Any + Send>) {
         let mut tasks = self.lock();
         tasks.ids.remove(id);
         let Some(state) = tasks.entry(key) else {

@@ -18,6 +18,7 @@ use crate::engine::Reservation;
 use crate::escalation::{Escalation, delegated, first_admitting, started};
 use crate::handle::{JobHandle, JobOutcome};
 use crate::job::{JobContext, JobId, JobRequest, JobResult, OnComplete, OnError};
+use crate::live_ids::IdHash;
 use crate::outcome::{Cause, Completion, JobError, total_cost};
 use crate::registry::TaskKey;
 use crate::usage::{Usage, UsageEntry};
@@ -55,7 +56,7 @@ where
         on_error,
     };
     if core.is_stopping() {
-        let mut run = Run::new(core.clone(), None, job_id.clone(), model_of, callbacks);
+        let mut run = Run::new(core.clone(), job_id.clone(), model_of, callbacks);
         let outcome = run.fail(Cause::ShutDown);
         return JobHandle::ready(outcome, job_id);
     }
@@ -70,7 +71,7 @@ where
     let arrived = core.arrive_first(job_type);
     let admitted = arrived.admitted();
     let job = Job {
-        run: Run::new(core.clone(), None, id, model_of, callbacks),
+        run: Run::new(core.clone(), id, model_of, callbacks),
         job_type,
         job,
         args,
@@ -104,13 +105,14 @@ where
     C: OnComplete<M, T>,
     X: OnError<M, E>,
 {
+    let hash = core.tasks.ids.hash(id);
     match span {
-        None => core.spawn_job(id, |task| {
-            job.run.task = Some(task);
+        None => core.spawn_job(id, hash, |task| {
+            job.run.task = Some((task, hash));
             run_job::<P, _, _, _, _, _, _, _, _>(job)
         }),
-        Some(span) => core.spawn_job(id, |task| {
-            job.run.task = Some(task);
+        Some(span) => core.spawn_job(id, hash, |task| {
+            job.run.task = Some((task, hash));
             run_job::<P, _, _, _, _, _, _, _, _>(job).instrument(span)
         }),
     }
@@ -176,7 +178,8 @@ where
     X: OnError<M, E>,
 {
     core: Arc<Core>,
-    task: Option<TaskKey>,
+    /// Its task, once spawned, and its id as the registry keeps it.
+    task: Option<(TaskKey, IdHash)>,
     job_id: JobId,
     model_of: ModelOf<M>,
     usage: Vec<UsageEntry<M>>,
@@ -194,14 +197,13 @@ where
 {
     const fn new(
         core: Arc<Core>,
-        task: Option<TaskKey>,
         job_id: JobId,
         model_of: ModelOf<M>,
         callbacks: Callbacks<C, X>,
     ) -> Self {
         Self {
             core,
-            task,
+            task: None,
             job_id,
             model_of,
             usage: Vec::new(),
@@ -262,9 +264,9 @@ where
     X: OnError<M, E>,
 {
     fn drop(&mut self) {
-        let Some(task) = self.task else { return };
+        let Some((task, id)) = self.task else { return };
         if self.callbacks.is_none() {
-            self.core.tasks.ended(task, &self.job_id);
+            self.core.tasks.ended(task, id);
             return;
         }
         let cause = if self.core.is_stopping() && !self.core.tasks.was_cancelled(task) {
@@ -273,9 +275,7 @@ where
             Cause::Cancelled
         };
         let outcome = self.fail(cause);
-        self.core
-            .tasks
-            .dropped(task, &self.job_id, Box::new(outcome));
+        self.core.tasks.dropped(task, id, Box::new(outcome));
     }
 }
 
