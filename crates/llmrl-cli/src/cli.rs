@@ -20,6 +20,8 @@ pub(crate) enum Command {
     Simulate(SimulateArgs),
     /// Serves one limiter instance over HTTP, for services not written in Rust.
     Serve(ServeArgs),
+    /// Writes a fixed workload (JSON) for a configuration: the end-to-end stress test's dataset.
+    Dataset(DatasetArgs),
 }
 
 impl Default for Command {
@@ -56,6 +58,21 @@ pub(crate) struct SimulateArgs {
     /// Write a self-contained HTML report with charts.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DatasetArgs {
+    /// Limiter configuration (TOML or JSON); default: the bundled stress scenario's.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) generator: GenerateArgs,
+    /// Instances the jobs are spread over (job i goes to instance i mod N).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) instances: usize,
+    /// Where to write it (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// Options of the workload generator.

@@ -3,6 +3,7 @@
 //! A thin binary over the `llmrl` library: see `llmrl --help`.
 
 mod cli;
+mod dataset;
 mod serve;
 mod simulate;
 
@@ -20,5 +21,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or_default() {
         cli::Command::Simulate(args) => simulate::main(args),
         cli::Command::Serve(args) => serve::main(args),
+        cli::Command::Dataset(args) => dataset::main(args),
     }
 }

@@ -3,7 +3,7 @@
 mod record;
 mod report;
 mod run;
-mod workload;
+pub(crate) mod workload;
 
 use std::io::Write;
 use std::time::Instant;

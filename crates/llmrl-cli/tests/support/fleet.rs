@@ -1,15 +1,20 @@
 //! A fleet of `llmrl serve` processes on one throwaway Redis, sharing a scaled clock: minutes of
 //! traffic pass in seconds, and every process (and the test) reads the same time.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use llmrl_redis::test_support::RedisServer;
+use serde_json::Value;
 
 use super::{Options, Server, now_ms};
 
 /// 2026-01-01T00:00:00Z: the simulated time at which every fleet starts (a minute and day
 /// boundary).
 pub const START_MS: u64 = 1_767_225_600_000;
+
+/// Fleets started by this process, to name their keys apart.
+static FLEETS: AtomicU64 = AtomicU64::new(0);
 
 /// `instances` servers on one Redis, with the clock running `scale` times faster than wall time.
 pub struct Fleet {
@@ -33,7 +38,14 @@ impl Fleet {
             redis,
             servers: Vec::new(),
             config: config.to_owned(),
-            prefix: format!("e2e-{}-{}", std::process::id(), now_ms()),
+            // The counter keeps fleets started in the same millisecond by parallel tests apart
+            // when they share one Redis (LLMRL_REDIS_URL).
+            prefix: format!(
+                "e2e-{}-{}-{}",
+                std::process::id(),
+                now_ms(),
+                FLEETS.fetch_add(1, Ordering::Relaxed)
+            ),
             anchor: now_ms() + 2_000 + 200 * instances as u64,
             scale,
         };
@@ -137,5 +149,28 @@ impl Fleet {
     /// How long `logical_ms` of the shared clock takes on the wall clock.
     pub fn wall(&self, logical_ms: u64) -> Duration {
         Duration::from_millis(logical_ms.div_ceil(u64::from(self.scale)))
+    }
+
+    /// The instances still running, with their indices.
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Server)> {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, server)| server.as_ref().map(|server| (index, server)))
+    }
+
+    /// Polls every running instance until each reports `instances` live instances; their
+    /// availability snapshots, by index (`Null` for instances no longer running). Panics after
+    /// `limit`.
+    pub async fn settle_at(&self, instances: u64, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        let mut snapshots = vec![Value::Null; self.servers.len()];
+        for (index, server) in self.live() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            snapshots[index] = server
+                .availability_until(left, |a| a["instances"].as_u64() == Some(instances))
+                .await;
+        }
+        snapshots
     }
 }

@@ -601,3 +601,130 @@ impl EventStream {
         }
     }
 }
+
+// --- Config presets and availability snapshots (for the e2e slot suites) ---
+
+/// The config preset `tests/presets/<name>.toml`: each test starts its instances with the
+/// preset it needs.
+pub fn preset(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("presets")
+        .join(format!("{name}.toml"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read preset {}: {error}", path.display()))
+}
+
+impl Server {
+    /// Polls `/v1/availability` until `done` holds for it; that snapshot. Panics with the last
+    /// one after `limit`.
+    pub async fn availability_until(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let availability = self.availability().await;
+            if done(&availability) {
+                return availability;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "availability of {} never got there within {limit:?}: {availability}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Server {
+    /// Polls `/v1/availability` until the fleet-wide `used` of one limit of one model is
+    /// `used` (so the snapshot reflects the admissions and settlements made so far); that
+    /// snapshot. Panics after `limit`.
+    pub async fn availability_at_used(
+        &self,
+        model: &str,
+        window_limit: &str,
+        used: u64,
+        limit: Duration,
+    ) -> Value {
+        self.availability_until(limit, |a| {
+            a["models"]
+                .as_array()
+                .and_then(|models| models.iter().find(|m| m["model"] == model))
+                .and_then(|m| m[window_limit]["used"].as_u64())
+                == Some(used)
+        })
+        .await
+    }
+
+    /// Acquires leases of `job_type` until one is refused (429; with `max_wait` 0 at once);
+    /// appends the ids of those it got to `ids`, naming the jobs `{job_type}-{n}`.
+    pub async fn acquire_until_refused(&self, job_type: &str, ids: &mut Vec<String>) {
+        loop {
+            let job = format!("{job_type}-{}", ids.len());
+            let answer = self.acquire(job_type, Some(&job)).await;
+            if answer.status == 429 {
+                return;
+            }
+            assert_eq!(answer.status, 200, "acquire {job}: {}", answer.text());
+            ids.push(answer.json()["lease_id"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+/// One job type's entry (`job_types[]`) in an availability snapshot.
+pub fn job_type_entry<'a>(availability: &'a Value, job_type: &str) -> &'a Value {
+    availability["job_types"]
+        .as_array()
+        .and_then(|types| types.iter().find(|t| t["job_type"] == job_type))
+        .unwrap_or_else(|| panic!("no job type {job_type} in {availability}"))
+}
+
+/// One model's entry (`models[]`) in an availability snapshot.
+pub fn model_entry<'a>(availability: &'a Value, model: &str) -> &'a Value {
+    availability["models"]
+        .as_array()
+        .and_then(|models| models.iter().find(|m| m["model"] == model))
+        .unwrap_or_else(|| panic!("no model {model} in {availability}"))
+}
+
+/// A job type's slots over all models (panics if unbounded).
+pub fn slots_of(availability: &Value, job_type: &str) -> u64 {
+    job_type_entry(availability, job_type)["slots"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no bounded slots for {job_type} in {availability}"))
+}
+
+/// A job type's slots on one model (panics if unbounded).
+pub fn slots_on(availability: &Value, job_type: &str, model: &str) -> u64 {
+    job_type_entry(availability, job_type)["models"]
+        .as_array()
+        .and_then(|models| models.iter().find(|m| m["model"] == model))
+        .and_then(|m| m["slots"].as_u64())
+        .unwrap_or_else(|| panic!("no bounded slots for {job_type} on {model} in {availability}"))
+}
+
+/// A job type's current ratio.
+pub fn ratio_of(availability: &Value, job_type: &str) -> f64 {
+    job_type_entry(availability, job_type)["ratio"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no ratio for {job_type} in {availability}"))
+}
+
+/// A figure (`limit`, `used`, `remaining`, `available`, `share`, `own`) of one limit
+/// (`tokens_per_minute`, `concurrent_requests`, ...) of one model.
+pub fn limit_figure(availability: &Value, model: &str, limit: &str, figure: &str) -> u64 {
+    model_entry(availability, model)[limit][figure]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {limit}.{figure} for {model} in {availability}"))
+}
+
+/// The instance count an availability snapshot reports.
+pub fn instances_of(availability: &Value) -> u64 {
+    availability["instances"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no instance count in {availability}"))
+}
