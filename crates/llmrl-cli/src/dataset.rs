@@ -20,10 +20,6 @@ use crate::simulate::STRESS_CONFIG;
 
 use crate::simulate::workload::{self, Kind, Random};
 
-/// The share of the traffic of each job type of the bundled scenario, in its order (summary,
-/// vacation planning, image creation, budget calculation, weather forecast); other
-/// configurations get a uniform mix.
-const STRESS_WEIGHTS: [f64; 5] = [3.0, 2.5, 1.5, 1.5, 1.5];
 /// Salt of the usage draws, so that they do not repeat the generator's sequence.
 const USAGE_SALT: u64 = 0x0E2E_5EED;
 
@@ -53,20 +49,7 @@ pub(crate) fn main(args: DatasetArgs) -> anyhow::Result<()> {
         None => Config::from_toml_str(STRESS_CONFIG)?,
     };
     let validated = config.validate()?;
-    let kinds: Vec<Kind> = validated
-        .job_types()
-        .enumerate()
-        .map(|(i, (name, estimate))| Kind {
-            name: name.to_owned(),
-            tokens: estimate.tokens,
-            requests: estimate.requests,
-            weight: if bundled {
-                STRESS_WEIGHTS.get(i).copied().unwrap_or(1.0)
-            } else {
-                1.0
-            },
-        })
-        .collect();
+    let kinds = workload::kinds(&validated, bundled);
     let text = render(&args, &kinds);
     match &args.output {
         Some(path) => write(path, &text),
@@ -139,18 +122,10 @@ mod tests {
 
     fn kinds() -> Vec<Kind> {
         let config = Config::from_toml_str(STRESS_CONFIG).unwrap_or_default();
-        let validated = config.validate().ok();
-        validated
-            .iter()
-            .flat_map(|v| v.job_types())
-            .enumerate()
-            .map(|(i, (name, estimate))| Kind {
-                name: name.to_owned(),
-                tokens: estimate.tokens,
-                requests: estimate.requests,
-                weight: STRESS_WEIGHTS[i],
-            })
-            .collect()
+        config
+            .validate()
+            .map(|validated| workload::kinds(&validated, true))
+            .unwrap_or_default()
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 use llmrl::BackendConfig;
 use llmrl::backend::BackendError;
 
+use crate::library::LuaMode;
+
 /// Whose clock numbers the minute and day windows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -26,7 +28,8 @@ pub struct RedisConfig {
     pub(crate) stale_after: Duration,
     pub(crate) window_clock: WindowClock,
     pub(crate) timeout: Duration,
-    pub(crate) publish_every: Duration,
+    pub(crate) propagation: Duration,
+    pub(crate) lua_mode: LuaMode,
 }
 
 impl RedisConfig {
@@ -39,7 +42,8 @@ impl RedisConfig {
             stale_after: Duration::from_secs(15),
             window_clock: WindowClock::Server,
             timeout: Duration::from_secs(1),
-            publish_every: Duration::from_millis(50),
+            propagation: Duration::from_millis(50),
+            lua_mode: LuaMode::Function,
         }
     }
 
@@ -81,6 +85,23 @@ impl RedisConfig {
         self
     }
 
+    /// The propagation period (default 50 ms): an instance publishes at most one "usage
+    /// changed" notice per period, and such notices make an instance sync at most once per
+    /// period, so usage changes reach every instance within about two periods while the
+    /// messages and syncs per second stay bounded whatever the job rate. Membership changes
+    /// reach every instance at once.
+    pub fn propagation(mut self, period: Duration) -> Self {
+        self.propagation = period;
+        self
+    }
+
+    /// How the Lua library runs (default: as a Redis Functions library, falling back to
+    /// scripts on servers without functions).
+    pub fn lua_mode(mut self, mode: LuaMode) -> Self {
+        self.lua_mode = mode;
+        self
+    }
+
     /// The key of everything this limiter stores: the prefix as a hash tag.
     pub(crate) fn key(&self) -> String {
         format!("{{{}}}", self.prefix)
@@ -111,6 +132,8 @@ impl fmt::Debug for RedisConfig {
             .field("stale_after", &self.stale_after)
             .field("window_clock", &self.window_clock)
             .field("timeout", &self.timeout)
+            .field("propagation", &self.propagation)
+            .field("lua_mode", &self.lua_mode)
             .finish_non_exhaustive()
     }
 }

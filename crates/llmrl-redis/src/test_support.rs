@@ -23,7 +23,7 @@ use llmrl::conformance::{EPOCH_MS, Harness, SKIP_STEP};
 use llmrl::{Clock, Timestamp};
 use tokio::sync::watch;
 
-use crate::{RedisBackend, RedisConfig, WindowClock};
+use crate::{LuaMode, RedisBackend, RedisConfig, WindowClock};
 
 /// A `redis-server` this process started (or an external one from `LLMRL_REDIS_URL`).
 pub struct RedisServer {
@@ -304,13 +304,21 @@ pub struct RedisHarness {
     clock: Clock,
     fleets: AtomicU64,
     activity: Arc<Activity>,
+    lua_mode: LuaMode,
 }
 
 impl RedisHarness {
-    /// A harness on a fresh server.
+    /// A harness on a fresh server, running the library the default way.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(LuaMode::default())
+    }
+
+    /// A harness on a fresh server whose backends run the library as `lua_mode` says.
+    #[must_use]
+    pub fn start_with(lua_mode: LuaMode) -> Self {
         Self {
+            lua_mode,
             server: RedisServer::start().expect("redis-server must be installed (apt-get install -y redis-server) or LLMRL_REDIS_URL set"),
             clock: Clock::manual_at(Timestamp::from_millis(EPOCH_MS)),
             fleets: AtomicU64::new(0),
@@ -351,7 +359,8 @@ impl Harness for RedisHarness {
             config: RedisConfig::new(self.server.url())
                 .prefix(prefix)
                 .stale_after(stale_after)
-                .window_clock(WindowClock::Client),
+                .window_clock(WindowClock::Client)
+                .lua_mode(self.lua_mode),
         }
     }
 

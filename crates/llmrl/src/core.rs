@@ -23,7 +23,7 @@ use crate::fleet::{FleetLink, FleetOptions};
 use crate::job::JobId;
 use crate::live_ids::IdHash;
 use crate::memory::{Membership, MemoryPool, MemoryWatcher};
-use crate::notify::{Deliveries, RelativeAdjustment, SlotsChangeReason};
+use crate::notify::{RelativeAdjustment, SlotsHook};
 use crate::registry::{Registry, TaskKey};
 use crate::usage::Usage;
 use crate::window::Window;
@@ -74,17 +74,9 @@ impl Drop for Arrived {
     }
 }
 
-/// Turns an engine whose slots changed into a delivery for the user's callback, naming models
-/// and job types the way the limiter's face does. Runs under the engine lock; the delivery runs
-/// after it is released.
-pub(crate) type SlotsHook = Box<
-    dyn Fn(&mut Engine, SlotsChangeReason, Option<RelativeAdjustment>) -> Box<dyn FnOnce() + Send>
-        + Send
-        + Sync,
->;
-
-/// Builds a [`SlotsHook`] once the configuration is validated (names are known).
-pub(crate) type SlotsHookFactory = Box<dyn FnOnce(&Spec) -> SlotsHook + Send>;
+/// Builds the [`SlotsHook`] of the user's callback once the configuration is validated (names
+/// are known).
+pub(crate) type SlotsHookFactory = Box<dyn FnOnce(&Spec) -> Box<dyn SlotsHook> + Send>;
 
 pub(crate) struct Core {
     pub(crate) spec: Spec,
@@ -95,8 +87,7 @@ pub(crate) struct Core {
     stopping: AtomicBool,
     runtime: Handle,
     listener: Option<Listener>,
-    slots_hook: Option<SlotsHook>,
-    deliveries: Deliveries,
+    slots_hook: Option<Box<dyn SlotsHook>>,
     memory: Mutex<Option<Membership>>,
     pub(crate) fleet: Option<FleetLink>,
     /// Tells the task that times waiters out of an earlier deadline.
@@ -177,20 +168,19 @@ impl Drop for Session<'_> {
                  it cannot start on this model at the current fleet size"
             );
         }
-        let mut notify = false;
+        let mut notify = None;
         if let Some(hook) = &self.core.slots_hook {
             if let Some(reason) = engine.slots_changed(self.adjustment.is_some()) {
-                let delivery = hook(&mut engine, reason, self.adjustment);
-                self.core.deliveries.push(delivery);
-                notify = true;
+                hook.record(&engine, reason, self.adjustment);
+                notify = Some(hook);
             }
         }
         drop(engine);
         for waker in self.wake.drain(..) {
             waker.wake();
         }
-        if notify {
-            self.core.deliveries.run();
+        if let Some(hook) = notify {
+            hook.deliver();
         }
         if self.memory_released > 0 {
             if let Some(membership) = lock(&self.core.memory).as_ref() {
@@ -226,7 +216,6 @@ impl Core {
             stopping: AtomicBool::new(false),
             runtime,
             listener,
-            deliveries: Deliveries::default(),
             memory: Mutex::new(None),
             rearm: Arc::new(Notify::new()),
             tasks_in_background: Mutex::new(Vec::new()),

@@ -228,6 +228,9 @@ pub(crate) struct Engine {
     dirty: u8,
     /// Slots per (model, type), then per type, at the last check.
     last_slots: Vec<u64>,
+    /// The same, being computed: swapped with `last_slots` when they differ, so that checking
+    /// does not allocate.
+    next_slots: Vec<u64>,
     models: Vec<ModelState>,
     job_types: usize,
     minute: u64,
@@ -308,6 +311,7 @@ impl Engine {
             releases: 0,
             dirty: 0,
             last_slots: Vec::new(),
+            next_slots: Vec::new(),
             models,
             job_types,
             minute: Window::Minute.index_at(now),
@@ -869,10 +873,11 @@ impl Engine {
     }
 
     /// Slots of every (model, type), `m * job_types + t`, followed by each type's total: the sum
-    /// over models, bounded by its memory slots.
-    fn all_slots(&mut self) -> Vec<u64> {
+    /// over models, bounded by its memory slots. Written to `all`, whose allocation is reused.
+    fn all_slots(&mut self, all: &mut Vec<u64>) {
         let cells = self.models.len() * self.job_types;
-        let mut all = vec![0; cells + self.job_types];
+        all.clear();
+        all.resize(cells + self.job_types, 0);
         for m in 0..self.models.len() {
             self.compute_slots(m);
             for t in 0..self.job_types {
@@ -886,10 +891,11 @@ impl Engine {
                 };
             }
         }
-        for t in 0..self.job_types {
-            all[cells + t] = all[cells + t].min(self.memory_slots(t));
+        if self.memory.is_some() {
+            for t in 0..self.job_types {
+                all[cells + t] = all[cells + t].min(self.memory_slots(t));
+            }
         }
-        all
     }
 
     /// Records that `bit`'s resource changed from outside (memory pool, fleet share).
@@ -910,7 +916,8 @@ impl Engine {
         if self.flexible.iter().filter(|&&f| f).count() < 2 {
             return Vec::new();
         }
-        let all = self.all_slots();
+        let mut all = std::mem::take(&mut self.next_slots);
+        self.all_slots(&mut all);
         let cells = self.models.len() * self.job_types;
         let loads: Vec<TypeLoad> = (0..self.job_types)
             .map(|t| {
@@ -930,6 +937,7 @@ impl Engine {
                 }
             })
             .collect();
+        self.next_slots = all;
         let Some(new) = ratio::adjust(&loads, &self.adjustment) else {
             return Vec::new();
         };
@@ -952,16 +960,19 @@ impl Engine {
 
     /// Whether any slot count changed since the last check, and why: the settlement's
     /// adjustment if it had one, else the first changed resource in priority order. Clears the
-    /// record of changes either way.
+    /// record of changes either way. After a change, [`Engine::availability_at_check`] and
+    /// [`Engine::update_availability`] describe the state checked.
     pub(crate) fn slots_changed(&mut self, adjusted: bool) -> Option<SlotsChangeReason> {
         let dirty = std::mem::take(&mut self.dirty);
-        let now = self.all_slots();
-        if now == self.last_slots {
-            return None;
-        }
+        let mut now = std::mem::take(&mut self.next_slots);
+        self.all_slots(&mut now);
         let first_check = self.last_slots.is_empty();
-        self.last_slots = now;
-        if first_check {
+        let changed = now != self.last_slots;
+        if changed {
+            std::mem::swap(&mut self.last_slots, &mut now);
+        }
+        self.next_slots = now;
+        if !changed || first_check {
             return None;
         }
         if adjusted {
@@ -974,7 +985,9 @@ impl Engine {
     /// Starts slot-change detection from the current state.
     pub(crate) fn baseline_slots(&mut self) {
         self.dirty = 0;
-        self.last_slots = self.all_slots();
+        let mut all = std::mem::take(&mut self.last_slots);
+        self.all_slots(&mut all);
+        self.last_slots = all;
     }
 
     /// Takes in what the backend says of `model` and of the fleet's size, unless it is older
@@ -1047,70 +1060,129 @@ impl Engine {
         )
     }
 
-    /// A snapshot of what this instance can start, with models and job types named by the
+    /// A snapshot of what this instance can start now, with models and job types named by the
     /// caller's face.
     pub(crate) fn availability<M, J>(
         &mut self,
         model_of: impl Fn(usize) -> M,
         job_type_of: impl Fn(usize) -> J,
     ) -> Availability<M, J> {
-        let bounded = |n: u64| (n != UNBOUNDED).then_some(n);
-        let all = self.all_slots();
-        let cells = self.models.len() * self.job_types;
-        let job_types: Vec<JobTypeAvailability<M, J>> = (0..self.job_types)
-            .map(|t| {
-                let models: Vec<JobTypeOnModel<M>> = (0..self.models.len())
-                    .map(|m| JobTypeOnModel {
-                        model: model_of(m),
-                        slots: bounded(all[m * self.job_types + t]),
-                        in_flight: self.models[m].resources[CONCURRENCY].by_type[t],
-                        waiting: self.live[m * self.job_types + t] as u64,
-                        stranded: self.stranded[m * self.job_types + t],
-                    })
-                    .collect();
-                JobTypeAvailability {
+        let mut all = std::mem::take(&mut self.next_slots);
+        self.all_slots(&mut all);
+        let mut availability = self.blank_availability(model_of, job_type_of);
+        self.fill_availability(&all, &mut availability);
+        self.next_slots = all;
+        availability
+    }
+
+    /// The snapshot of the state at the last slot check (which [`Engine::slots_changed`] found
+    /// changed): the slots it computed are not computed again.
+    pub(crate) fn availability_at_check<M, J>(
+        &self,
+        model_of: impl Fn(usize) -> M,
+        job_type_of: impl Fn(usize) -> J,
+    ) -> Availability<M, J> {
+        let mut availability = self.blank_availability(model_of, job_type_of);
+        self.fill_availability(&self.last_slots, &mut availability);
+        availability
+    }
+
+    /// Brings a snapshot this engine made (see [`Engine::availability_at_check`]) to the state
+    /// at the last slot check, in place: its names and vectors are kept.
+    pub(crate) fn update_availability<M, J>(&self, availability: &mut Availability<M, J>) {
+        self.fill_availability(&self.last_slots, availability);
+    }
+
+    /// A snapshot with every model and job type named and every figure still to be filled in.
+    fn blank_availability<M, J>(
+        &self,
+        model_of: impl Fn(usize) -> M,
+        job_type_of: impl Fn(usize) -> J,
+    ) -> Availability<M, J> {
+        let on_model = |m: usize| JobTypeOnModel {
+            model: model_of(m),
+            slots: None,
+            in_flight: 0,
+            waiting: 0,
+            stranded: false,
+        };
+        Availability {
+            slots: None,
+            job_types: (0..self.job_types)
+                .map(|t| JobTypeAvailability {
                     job_type: job_type_of(t),
-                    slots: bounded(all[cells + t]),
-                    #[allow(clippy::cast_precision_loss)] // ratios are at most 10^9
-                    ratio: self.ratios[t] as f64 / RATIO_ONE as f64,
-                    flexible: self.flexible[t],
-                    in_flight: models.iter().map(|m| m.in_flight).sum(),
-                    memory_kb: self.memory.as_ref().map_or(0, |m| m.held[t]),
-                    models,
-                }
-            })
-            .collect();
-        let models = self
-            .models
-            .iter()
-            .enumerate()
-            .map(|(m, state)| {
-                let remaining = |r: usize| {
-                    let resource = &state.resources[r];
-                    resource.limit.map(|limit| {
-                        let used = resource.fleet.map_or(resource.used, |f| f.used);
-                        let available = resource.available(self.outage, self.instances);
-                        Remaining {
-                            limit,
-                            used,
-                            remaining: limit.saturating_sub(used),
-                            available: u64::try_from(available.max(0)).unwrap_or(0),
-                            share: resource.fleet.map_or(limit, |f| f.share),
-                            own: resource.used,
-                        }
-                    })
-                };
-                ModelAvailability {
+                    slots: None,
+                    ratio: 0.0,
+                    flexible: false,
+                    in_flight: 0,
+                    memory_kb: 0,
+                    models: (0..self.models.len()).map(on_model).collect(),
+                })
+                .collect(),
+            models: (0..self.models.len())
+                .map(|m| ModelAvailability {
                     model: model_of(m),
-                    tokens_per_minute: remaining(WindowLimit::TokensPerMinute.index()),
-                    tokens_per_day: remaining(WindowLimit::TokensPerDay.index()),
-                    requests_per_minute: remaining(WindowLimit::RequestsPerMinute.index()),
-                    requests_per_day: remaining(WindowLimit::RequestsPerDay.index()),
-                    concurrent_requests: remaining(CONCURRENCY),
-                }
-            })
-            .collect();
-        let memory = self.memory.as_ref().map(|m| {
+                    tokens_per_minute: None,
+                    tokens_per_day: None,
+                    requests_per_minute: None,
+                    requests_per_day: None,
+                    concurrent_requests: None,
+                })
+                .collect(),
+            memory: None,
+            instances: 0,
+        }
+    }
+
+    /// Every figure of `availability` (shaped by [`Engine::blank_availability`]), with `all`
+    /// the slots of [`Engine::all_slots`]. Names are left as they are.
+    fn fill_availability<M, J>(&self, all: &[u64], availability: &mut Availability<M, J>) {
+        let bounded = |n: u64| (n != UNBOUNDED).then_some(n);
+        let cells = self.models.len() * self.job_types;
+        let mut total = Some(0u64);
+        for (t, job_type) in availability.job_types.iter_mut().enumerate() {
+            let mut in_flight = 0;
+            for (m, on_model) in job_type.models.iter_mut().enumerate() {
+                let cell = m * self.job_types + t;
+                on_model.slots = bounded(all[cell]);
+                on_model.in_flight = self.models[m].resources[CONCURRENCY].by_type[t];
+                on_model.waiting = self.live[cell] as u64;
+                on_model.stranded = self.stranded[cell];
+                in_flight += on_model.in_flight;
+            }
+            job_type.slots = bounded(all[cells + t]);
+            #[allow(clippy::cast_precision_loss)] // ratios are at most 10^9
+            let ratio = self.ratios[t] as f64 / RATIO_ONE as f64;
+            job_type.ratio = ratio;
+            job_type.flexible = self.flexible[t];
+            job_type.in_flight = in_flight;
+            job_type.memory_kb = self.memory.as_ref().map_or(0, |m| m.held[t]);
+            total = total.zip(job_type.slots).map(|(a, b)| a.saturating_add(b));
+        }
+        availability.slots = total;
+        for (state, model) in self.models.iter().zip(&mut availability.models) {
+            let remaining = |r: usize| {
+                let resource = &state.resources[r];
+                resource.limit.map(|limit| {
+                    let used = resource.fleet.map_or(resource.used, |f| f.used);
+                    let available = resource.available(self.outage, self.instances);
+                    Remaining {
+                        limit,
+                        used,
+                        remaining: limit.saturating_sub(used),
+                        available: u64::try_from(available.max(0)).unwrap_or(0),
+                        share: resource.fleet.map_or(limit, |f| f.share),
+                        own: resource.used,
+                    }
+                })
+            };
+            model.tokens_per_minute = remaining(WindowLimit::TokensPerMinute.index());
+            model.tokens_per_day = remaining(WindowLimit::TokensPerDay.index());
+            model.requests_per_minute = remaining(WindowLimit::RequestsPerMinute.index());
+            model.requests_per_day = remaining(WindowLimit::RequestsPerDay.index());
+            model.concurrent_requests = remaining(CONCURRENCY);
+        }
+        availability.memory = self.memory.as_ref().map(|m| {
             let (total_kb, free_kb) = m.pool.figures();
             MemoryAvailability {
                 total_kb,
@@ -1118,15 +1190,7 @@ impl Engine {
                 held_kb: m.held.iter().sum(),
             }
         });
-        Availability {
-            slots: job_types
-                .iter()
-                .try_fold(0u64, |total, t| t.slots.map(|n| total.saturating_add(n))),
-            job_types,
-            models,
-            memory,
-            instances: self.instances as usize,
-        }
+        availability.instances = self.instances as usize;
     }
 
     /// Whether anyone waits.

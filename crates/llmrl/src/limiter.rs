@@ -288,7 +288,7 @@ impl<M: ModelId, J: JobType, O> LimiterBuilder<M, J, O> {
         + 'static,
     ) -> Self {
         self.options.slots_callback(callback, |_: &Spec| {
-            |engine: &mut Engine| engine.availability(|m| M::ALL[m], |t| J::ALL[t])
+            |engine: &Engine| engine.availability_at_check(|m| M::ALL[m], |t| J::ALL[t])
         });
         self
     }

@@ -199,8 +199,8 @@ impl NamedLimiterBuilder {
         self.options.slots_callback(callback, |spec: &Spec| {
             let models: Vec<Arc<str>> = spec.models.iter().map(|m| m.name.clone()).collect();
             let types: Vec<Arc<str>> = spec.job_types.iter().map(|t| t.name.clone()).collect();
-            move |engine: &mut Engine| {
-                engine.availability(|m| models[m].clone(), |t| types[t].clone())
+            move |engine: &Engine| {
+                engine.availability_at_check(|m| models[m].clone(), |t| types[t].clone())
             }
         });
         self

@@ -1,9 +1,15 @@
 //! `on_available_slots_change` (SPEC §6.5): why slots changed, by how much a settlement moved the
 //! counters, and ordered delivery outside the limiter's locks.
+//!
+//! The callback is on the hot path (every admission and settlement changes a slot count), so a
+//! change costs a slot check and an update of figures in a snapshot reused from the previous
+//! delivery: no allocation and no boxed closure unless a delivery is still running elsewhere.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::availability::Availability;
+use crate::engine::Engine;
 
 /// Why the available slots changed, in priority order: when several resources changed at once,
 /// the first of them is reported.
@@ -91,52 +97,130 @@ impl RelativeAdjustment {
     }
 }
 
-type Delivery = Box<dyn FnOnce() + Send>;
+/// The limiter's side of `on_available_slots_change`: records each change under the engine lock
+/// and delivers it after the lock is released.
+pub(crate) trait SlotsHook: Send + Sync {
+    /// Records a change of the slots [`Engine::slots_changed`] just found, with the state it
+    /// found. Called under the engine lock.
+    fn record(
+        &self,
+        engine: &Engine,
+        reason: SlotsChangeReason,
+        adjustment: Option<RelativeAdjustment>,
+    );
 
-/// Delivers notifications in the order they were queued, one at a time, outside the engine lock.
-/// A callback that triggers another notification (say, by reading availability at a window
-/// boundary) queues it; the delivering thread runs it next instead of deadlocking.
-#[derive(Default)]
-pub(crate) struct Deliveries {
-    queue: Mutex<VecDeque<Delivery>>,
-    delivering: AtomicBool,
+    /// Delivers the changes recorded, in order, unless another thread (or an outer frame of
+    /// this one) already is. Called after the engine lock is released.
+    fn deliver(&self);
 }
 
-impl Deliveries {
-    pub(crate) fn push(&self, delivery: Delivery) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(delivery);
+/// A recorded change waiting for its delivery.
+struct Change<M, J> {
+    availability: Availability<M, J>,
+    reason: SlotsChangeReason,
+    adjustment: Option<RelativeAdjustment>,
+}
+
+/// What is recorded and not yet delivered.
+struct Deliveries<M, J> {
+    /// Oldest first.
+    queue: VecDeque<Change<M, J>>,
+    /// A delivered snapshot, filled in again for the next change: its names and vectors are
+    /// reused, so that a change only updates figures. Absent while a delivery holds it; the next
+    /// change then gets a snapshot of its own.
+    spare: Option<Availability<M, J>>,
+    /// Someone is delivering (a callback that triggers another change finds this set and leaves
+    /// the change to the delivery loop it runs in, instead of deadlocking or reordering).
+    delivering: bool,
+}
+
+/// The user's callback with its deliveries.
+pub(crate) struct SlotsCallback<M, J, F, S> {
+    callback: F,
+    /// Builds a snapshot from the engine, naming models and job types the face's way.
+    snapshot: S,
+    deliveries: Mutex<Deliveries<M, J>>,
+}
+
+impl<M, J, F, S> SlotsCallback<M, J, F, S>
+where
+    F: Fn(&Availability<M, J>, SlotsChangeReason, Option<&RelativeAdjustment>),
+    S: Fn(&Engine) -> Availability<M, J>,
+{
+    pub(crate) fn new(callback: F, snapshot: S) -> Self {
+        Self {
+            callback,
+            snapshot,
+            deliveries: Mutex::new(Deliveries {
+                queue: VecDeque::new(),
+                spare: None,
+                delivering: false,
+            }),
+        }
     }
 
-    /// Runs queued deliveries unless another thread (or an outer frame of this one) already is.
-    pub(crate) fn run(&self) {
-        loop {
-            if self.delivering.swap(true, Ordering::AcqRel) {
-                return;
+    fn deliveries(&self) -> MutexGuard<'_, Deliveries<M, J>> {
+        // Nothing panics while holding this lock, and the callback runs outside it.
+        self.deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<M, J, F, S> SlotsHook for SlotsCallback<M, J, F, S>
+where
+    M: Send + 'static,
+    J: Send + 'static,
+    F: Fn(&Availability<M, J>, SlotsChangeReason, Option<&RelativeAdjustment>)
+        + Send
+        + Sync
+        + 'static,
+    S: Fn(&Engine) -> Availability<M, J> + Send + Sync + 'static,
+{
+    fn record(
+        &self,
+        engine: &Engine,
+        reason: SlotsChangeReason,
+        adjustment: Option<RelativeAdjustment>,
+    ) {
+        let mut deliveries = self.deliveries();
+        let availability = match deliveries.spare.take() {
+            Some(mut availability) => {
+                engine.update_availability(&mut availability);
+                availability
             }
-            loop {
-                let next = self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop_front();
-                let Some(delivery) = next else { break };
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(delivery)).is_err() {
-                    tracing::error!("on_available_slots_change panicked");
-                }
+            None => (self.snapshot)(engine),
+        };
+        deliveries.queue.push_back(Change {
+            availability,
+            reason,
+            adjustment,
+        });
+    }
+
+    fn deliver(&self) {
+        let mut deliveries = self.deliveries();
+        if deliveries.delivering {
+            return;
+        }
+        deliveries.delivering = true;
+        while let Some(change) = deliveries.queue.pop_front() {
+            drop(deliveries);
+            let call = || {
+                (self.callback)(
+                    &change.availability,
+                    change.reason,
+                    change.adjustment.as_ref(),
+                );
+            };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).is_err() {
+                tracing::error!("on_available_slots_change panicked");
             }
-            self.delivering.store(false, Ordering::Release);
-            // Something may have been queued after the last pop and before the flag dropped.
-            if self
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
-            {
-                return;
+            deliveries = self.deliveries();
+            if deliveries.spare.is_none() {
+                deliveries.spare = Some(change.availability);
             }
         }
+        deliveries.delivering = false;
     }
 }

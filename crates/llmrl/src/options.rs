@@ -6,12 +6,12 @@ use crate::availability::Availability;
 use crate::backend::{Backend, DynBackend};
 use crate::clock::Clock;
 use crate::config::{Config, Spec};
-use crate::core::{Core, SlotsHook, SlotsHookFactory};
+use crate::core::{Core, SlotsHookFactory};
 use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::event::Listener;
 use crate::fleet::FleetOptions;
-use crate::notify::{RelativeAdjustment, SlotsChangeReason};
+use crate::notify::{RelativeAdjustment, SlotsCallback, SlotsChangeReason, SlotsHook};
 
 /// Settings both builders share.
 #[derive(Default)]
@@ -49,9 +49,9 @@ impl Options {
         }
     }
 
-    /// Wraps the user's callback: snapshots are taken under the engine lock by `snapshot` (built
-    /// from the validated spec, naming models and job types the face's way) and delivered after
-    /// the lock is released.
+    /// Wraps the user's callback: changes are recorded under the engine lock, with snapshots
+    /// built by `snapshot` (made from the validated spec, naming models and job types the face's
+    /// way) and updated in place afterwards, and delivered after the lock is released.
     pub(crate) fn slots_callback<M, J, S>(
         &mut self,
         callback: impl Fn(&Availability<M, J>, SlotsChangeReason, Option<&RelativeAdjustment>)
@@ -60,21 +60,12 @@ impl Options {
         + 'static,
         snapshot: impl FnOnce(&Spec) -> S + Send + 'static,
     ) where
-        M: Send + Sync + 'static,
-        J: Send + Sync + 'static,
-        S: Fn(&mut Engine) -> Availability<M, J> + Send + Sync + 'static,
+        M: Send + 'static,
+        J: Send + 'static,
+        S: Fn(&Engine) -> Availability<M, J> + Send + Sync + 'static,
     {
-        let callback = Arc::new(callback);
         self.slots_hook = Some(Box::new(move |spec: &Spec| {
-            let snapshot = snapshot(spec);
-            Box::new(
-                move |engine: &mut Engine, reason, adjustment: Option<RelativeAdjustment>| {
-                    let availability = snapshot(engine);
-                    let callback = callback.clone();
-                    Box::new(move || callback(&availability, reason, adjustment.as_ref()))
-                        as Box<dyn FnOnce() + Send>
-                },
-            ) as SlotsHook
+            Box::new(SlotsCallback::new(callback, snapshot(spec))) as Box<dyn SlotsHook>
         }));
     }
 }

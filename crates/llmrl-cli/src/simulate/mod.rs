@@ -15,7 +15,7 @@ use llmrl::Config;
 use crate::cli::SimulateArgs;
 use record::summarize;
 use run::{Fleet, Plan};
-use workload::{Kind, Workload};
+use workload::Workload;
 
 /// The bundled stress scenario's configuration.
 pub(crate) const STRESS_CONFIG: &str = include_str!("../../../../examples/stress.toml");
@@ -32,21 +32,7 @@ pub(crate) fn main(args: SimulateArgs) -> anyhow::Result<()> {
     let workload = match &args.workload {
         Some(path) => Workload::read(path)?,
         None => {
-            let kinds: Vec<Kind> = validated
-                .job_types()
-                .enumerate()
-                .map(|(i, (name, estimate))| Kind {
-                    name: name.to_owned(),
-                    tokens: estimate.tokens,
-                    requests: estimate.requests,
-                    // The bundled mix leans on the first types; other configs are uniform.
-                    weight: if bundled {
-                        [3.0, 2.5, 1.5, 1.5, 1.5].get(i).copied().unwrap_or(1.0)
-                    } else {
-                        1.0
-                    },
-                })
-                .collect();
+            let kinds = workload::kinds(&validated, bundled);
             let first_model = validated
                 .escalation_order()
                 .next()

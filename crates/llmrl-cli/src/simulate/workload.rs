@@ -87,6 +87,29 @@ pub(crate) struct Kind {
     pub(crate) weight: f64,
 }
 
+/// The share of the traffic of each job type of the bundled stress scenario, in its order
+/// (summary, vacation planning, image creation, budget calculation, weather forecast).
+const STRESS_WEIGHTS: [f64; 5] = [3.0, 2.5, 1.5, 1.5, 1.5];
+
+/// The job types of a validated configuration as the generator sees them: the bundled
+/// scenario's mix leans on its first types; other configurations are uniform.
+pub(crate) fn kinds(validated: &llmrl::config::Validated, bundled: bool) -> Vec<Kind> {
+    validated
+        .job_types()
+        .enumerate()
+        .map(|(i, (name, estimate))| Kind {
+            name: name.to_owned(),
+            tokens: estimate.tokens,
+            requests: estimate.requests,
+            weight: if bundled {
+                STRESS_WEIGHTS.get(i).copied().unwrap_or(1.0)
+            } else {
+                1.0
+            },
+        })
+        .collect()
+}
+
 /// A small deterministic generator (splitmix64): the same seed gives the same workload.
 pub(crate) struct Random(u64);
 
