@@ -2,17 +2,23 @@
 //!
 //! 1. Criterion: admit + settle throughput of no-op jobs, 256 at a time, through 1 and 4
 //!    instances (each with its own connections) in this process, system clock, windows on the
-//!    server's clock. Each job is queue → local admission → EVALSHA admit → run → local
-//!    settlement → EVALSHA settle.
+//!    server's clock. Each job is queue → local admission → admit call → run → local
+//!    settlement → settle call; an instance's admissions and settlements made while one of its
+//!    calls is in flight share its next call (`FCALL`, or `EVALSHA` in script mode).
 //! 2. Figures printed after criterion's: sustained throughput over a fixed job count with what
-//!    Redis saw (`INFO commandstats`: EVALSHA and PUBLISH calls per job, µs per EVALSHA; `INFO
+//!    Redis saw (`INFO commandstats`: library calls and PUBLISH per job, µs per call; `INFO
 //!    cpu`: server CPU per job), this process's CPU per job, pub/sub messages received; then
 //!    admission latency (`acquire`, one backend round trip) at a paced rate of about half the
 //!    measured throughput, and at one job at a time.
+//! 3. Escalation under contention: 4 instances, two models whose concurrency the load
+//!    exceeds, no wait on the first: how often the fleet refuses a reservation an instance
+//!    made from its own (slightly stale) view, which is what admitting on the first model that
+//!    fits in a single call could save.
 //!
 //! Run with `cargo bench -p llmrl-redis --bench redis` (add `-- --warm-up-time 1
 //! --measurement-time 3` for a quick run). `LLMRL_BENCH_JOBS` sets the job count of part 2
-//! (default 100 000). The machine's load average is printed: on a shared machine figures move.
+//! (default 100 000); `LLMRL_BENCH_LUA=eval` runs the library as `EVALSHA` scripts. The
+//! machine's load average is printed: on a shared machine figures move.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -31,11 +37,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use futures_util::StreamExt;
 use llmrl::{
-    Config, JobContext, JobRequest, JobResult, JobTypeConfig, ModelConfig, NamedLimiter, Pricing,
-    RatioAdjustmentConfig, Usage,
+    Config, Event, JobContext, JobRequest, JobResult, JobTypeConfig, ModelConfig, NamedLimiter,
+    Pricing, RatioAdjustmentConfig, Usage,
 };
 use llmrl_redis::test_support::RedisServer;
-use llmrl_redis::{RedisBackend, RedisConfig};
+use llmrl_redis::{LuaMode, RedisBackend, RedisConfig};
 
 /// Jobs in flight at once.
 const CONCURRENT: u64 = 256;
@@ -57,10 +63,19 @@ fn config(id: &str) -> Config {
         .instance_id(id)
 }
 
+/// How the library runs: `LLMRL_BENCH_LUA=eval` for scripts, functions otherwise.
+fn lua_mode() -> LuaMode {
+    match std::env::var("LLMRL_BENCH_LUA").as_deref() {
+        Ok("eval") => LuaMode::Eval,
+        _ => LuaMode::Function,
+    }
+}
+
 async fn fleet(url: &str, prefix: &str, instances: usize) -> Vec<NamedLimiter> {
     let mut limiters = Vec::new();
     for i in 0..instances {
-        let backend = RedisBackend::new(RedisConfig::new(url).prefix(prefix)).unwrap();
+        let redis = RedisConfig::new(url).prefix(prefix).lua_mode(lua_mode());
+        let backend = RedisBackend::new(redis).unwrap();
         let limiter = NamedLimiter::builder(config(&format!("{prefix}-{i}")))
             .backend(backend)
             .build()
@@ -214,6 +229,8 @@ fn sustained(runtime: &tokio::runtime::Runtime, server: &RedisServer, instances:
     let stats = info(&mut redis, "commandstats");
     listener.abort();
     let (evalsha, evalsha_usec) = command(&stats, "evalsha");
+    let (fcall, fcall_usec) = command(&stats, "fcall");
+    let (calls, calls_usec) = (evalsha + fcall, evalsha_usec + fcall_usec);
     let (publish, _) = command(&stats, "publish");
     let (eval, _) = command(&stats, "eval");
     let (script, _) = command(&stats, "script");
@@ -226,11 +243,14 @@ fn sustained(runtime: &tokio::runtime::Runtime, server: &RedisServer, instances:
         elapsed.as_secs_f64() * 1e6 / jobs as f64
     );
     println!(
-        "  redis: EVALSHA {:.3}/job at {:.1} µs/call ({:.1} µs/job); PUBLISH {:.4}/job ({publish} \
-         in {:.1} s = {:.1}/s); EVAL {eval}, SCRIPT {script}",
-        per_job(evalsha),
-        evalsha_usec as f64 / evalsha.max(1) as f64,
-        evalsha_usec as f64 / jobs as f64,
+        "  redis: {:?} library calls (FCALL {fcall}, EVALSHA {evalsha}) {:.3}/job, {:.1} jobs per \
+         call, at {:.1} µs/call ({:.1} µs/job); PUBLISH {:.4}/job ({publish} in {:.1} s = \
+         {:.1}/s); EVAL {eval}, SCRIPT {script}",
+        lua_mode(),
+        per_job(calls),
+        jobs as f64 / calls.max(1) as f64,
+        calls_usec as f64 / calls.max(1) as f64,
+        calls_usec as f64 / jobs as f64,
         per_job(publish),
         elapsed.as_secs_f64(),
         publish as f64 / elapsed.as_secs_f64(),
@@ -364,6 +384,108 @@ fn latency(runtime: &tokio::runtime::Runtime, server: &RedisServer, instances: u
     );
 }
 
+/// Counts of events and outcomes over the escalation scenario.
+#[derive(Default)]
+struct Contention {
+    started: AtomicU64,
+    refused: AtomicU64,
+    escalated: AtomicU64,
+}
+
+fn escalation(runtime: &tokio::runtime::Runtime, server: &RedisServer) {
+    const INSTANCES: usize = 4;
+    const JOBS: u64 = 20_000;
+    const CONC: u64 = 32;
+    let counts = Arc::new(Contention::default());
+    let model = || {
+        ModelConfig::new(Pricing::new(0.0, 0.0, 0.0))
+            .tokens_per_minute(1_000_000_000_000)
+            .max_concurrent_requests(CONC)
+    };
+    let limiters: Vec<NamedLimiter> = runtime.block_on(async {
+        let mut limiters = Vec::new();
+        for i in 0..INSTANCES {
+            let config = Config::new()
+                .model("a", model())
+                .model("b", model())
+                .escalation_order(["a", "b"])
+                .job_type(
+                    "j",
+                    JobTypeConfig::new()
+                        .estimated_tokens(100)
+                        .max_wait("a", Duration::ZERO)
+                        .max_wait("b", Duration::from_secs(5)),
+                )
+                .instance_id(format!("contended-{i}"));
+            let redis = RedisConfig::new(server.url())
+                .prefix("contended")
+                .lua_mode(lua_mode());
+            let counts = counts.clone();
+            let limiter = NamedLimiter::builder(config)
+                .backend(RedisBackend::new(redis).unwrap())
+                .on_event(move |event| {
+                    let counter = match event {
+                        Event::Started { .. } => &counts.started,
+                        Event::AdmissionRefused { .. } => &counts.refused,
+                        Event::Escalated { .. } => &counts.escalated,
+                        _ => return,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                })
+                .build()
+                .unwrap();
+            limiter.ready().await;
+            limiters.push(limiter);
+        }
+        limiters
+    });
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    runtime.block_on(async {
+        // Four times what both models together let run at once: each job holds its unit for
+        // 2 ms.
+        let workers: Vec<_> = (0..CONC * 8)
+            .map(|w| {
+                let (next, limiters) = (next.clone(), limiters.clone());
+                tokio::spawn(async move {
+                    let limiter = &limiters[w as usize % limiters.len()];
+                    while next.fetch_add(1, Ordering::Relaxed) < JOBS {
+                        let _ = limiter
+                            .queue_job(JobRequest::new("c", "j", |_: JobContext<Arc<str>>| async {
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                                JobResult::<(), ()>::done(
+                                    (),
+                                    Usage::new().input_tokens(100).requests(1),
+                                )
+                            }))
+                            .unwrap()
+                            .await;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        for limiter in &limiters {
+            limiter.stop(Duration::from_secs(1)).await;
+        }
+    });
+    let (started_jobs, refused, escalated) = (
+        counts.started.load(Ordering::Relaxed),
+        counts.refused.load(Ordering::Relaxed),
+        counts.escalated.load(Ordering::Relaxed),
+    );
+    println!(
+        "escalation under contention, {INSTANCES} instances, 2 models × {CONC} concurrent, \
+         {JOBS} jobs in {:.1} s: {started_jobs} attempts started, {escalated} escalations \
+         ({:.3}/job), {refused} reservations refused by the fleet ({:.4}/job)",
+        started.elapsed().as_secs_f64(),
+        escalated as f64 / JOBS as f64,
+        refused as f64 / JOBS as f64,
+    );
+}
+
 fn main() {
     let server = RedisServer::start().expect("redis-server must be installed");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -391,5 +513,6 @@ fn main() {
     let four = sustained(&runtime, &server, 4);
     latency(&runtime, &server, 1, one / 2.0);
     latency(&runtime, &server, 4, four / 2.0);
+    escalation(&runtime, &server);
     println!("load average after: {}", load_average());
 }

@@ -43,6 +43,15 @@ pub enum Event {
         /// The model that rejected it.
         from: Arc<str>,
     },
+    /// The fleet refused a reservation this instance had made from its own view of the fleet
+    /// (the view was behind: other instances used the room meanwhile). The instance takes the
+    /// fleet's figures in and the job goes back to the front of its queue on that model.
+    AdmissionRefused {
+        /// The job type.
+        job_type: Arc<str>,
+        /// The model the fleet refused.
+        model: Arc<str>,
+    },
     /// A settlement moved a window counter: actual usage differed from the estimate (SPEC §4.4).
     UsageAdjusted(UsageAdjustment),
     /// A flexible job type's ratio moved (on this instance only).

@@ -17,6 +17,7 @@ use crate::clock::Timestamp;
 use crate::config::Spec;
 use crate::core::{Core, Session};
 use crate::engine::Reservation;
+use crate::event::Event;
 use crate::window::WindowLimit;
 
 /// How a limiter joins a fleet; settings left `None` come from the configuration's
@@ -166,6 +167,15 @@ impl Core {
                 // The backend's figures do not hold this reservation: undo it first.
                 session.memory_released = session.unreserve(reservation, now);
                 session.apply_fleet(reply.instances, model, &reply.figures);
+                drop(session);
+                tracing::debug!(
+                    model = %self.spec.models[model].name,
+                    "the fleet refused a local reservation; the job waits again"
+                );
+                self.emit(|spec| Event::AdmissionRefused {
+                    job_type: spec.job_types[job_type].name.clone(),
+                    model: spec.models[model].name.clone(),
+                });
                 None
             }
             Err(BackendError::NotRegistered) => {

@@ -15,8 +15,8 @@ use llmrl::backend::{
     ModelLimits, OwnUsage, Settlement, SettlementOutcome,
 };
 use llmrl::{
-    Cause, Config, FailureMode, JobRequest, JobTypeConfig, Limiter, ModelConfig, NamedLimiter,
-    Timestamp, Usage,
+    Cause, Config, Event, FailureMode, JobRequest, JobTypeConfig, Limiter, ModelConfig,
+    NamedLimiter, Timestamp, Usage,
 };
 use tokio::sync::watch;
 
@@ -145,6 +145,15 @@ impl Backend for Scripted {
 
 /// A and B with 100 000 TPM each; jobs estimate 10 000 tokens and wait `wait` on A.
 fn typed(backend: &Scripted, wait: Duration) -> Limiter<Five, Work> {
+    typed_observed(backend, wait, |_| {})
+}
+
+/// [`typed`], with `listener` hearing the limiter's events.
+fn typed_observed(
+    backend: &Scripted,
+    wait: Duration,
+    listener: impl Fn(&Event) + Send + Sync + 'static,
+) -> Limiter<Five, Work> {
     Limiter::<Five, Work>::builder(|_| ModelConfig::new(pricing()).tokens_per_minute(100_000))
         .job_types(|Work::Job| {
             JobTypeConfig::new()
@@ -155,6 +164,7 @@ fn typed(backend: &Scripted, wait: Duration) -> Limiter<Five, Work> {
         .escalation_order([Five::A, Five::B])
         .clock(clock())
         .backend(backend.clone())
+        .on_event(listener)
         .build()
         .unwrap()
 }
@@ -176,7 +186,16 @@ fn used_tpm(limiter: &Limiter<Five, Work>, model: usize) -> u64 {
 #[tokio::test(start_paused = true)]
 async fn a_refused_admission_is_undone_and_retried_while_the_job_may_wait() {
     let backend = Scripted::default();
-    let limiter = typed(&backend, Duration::from_secs(30));
+    let refusals = Arc::new(Mutex::new(Vec::new()));
+    let heard = refusals.clone();
+    let limiter = typed_observed(&backend, Duration::from_secs(30), move |event| {
+        if let Event::AdmissionRefused { job_type, model } = event {
+            heard
+                .lock()
+                .unwrap()
+                .push((job_type.to_string(), model.to_string()));
+        }
+    });
     limiter.ready().await;
     backend.script.refuse.store(1, Ordering::SeqCst);
     let handle = limiter.queue_job(JobRequest::new(
@@ -196,6 +215,11 @@ async fn a_refused_admission_is_undone_and_retried_while_the_job_may_wait() {
         "the refused reservation was undone"
     );
     assert_eq!(used_tpm(&limiter, 0), 10_000, "one estimate, not two");
+    assert_eq!(
+        *refusals.lock().unwrap(),
+        [("Job".to_owned(), "A".to_owned())],
+        "the refusal was reported"
+    );
     let done = handle.await.unwrap();
     assert_eq!(done.model, Five::A);
     assert_eq!(backend.fleet.used(0, limiter.clock().now())[0], 4_000);
