@@ -4,7 +4,7 @@
 //! `llmrl` crate, which re-exports them next to the traits of the same name (the same way
 //! `serde::Serialize` is both a trait and a derive):
 //!
-//! ```ignore
+//! ```
 //! use llmrl::{JobType, ModelId};
 //!
 //! #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, ModelId)]
@@ -53,7 +53,7 @@ use crate::expand::Kind;
 /// The traits require `Copy + Eq + Hash + Debug`; this derive does not implement those, so the
 /// enum must derive `Copy, Clone, PartialEq, Eq, Hash, Debug` itself:
 ///
-/// ```ignore
+/// ```
 /// use llmrl::ModelId;
 ///
 /// #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, ModelId)]
@@ -99,7 +99,7 @@ pub fn derive_model_id(input: TokenStream) -> TokenStream {
 /// The traits require `Copy + Eq + Hash + Debug`; this derive does not implement those, so the
 /// enum must derive `Copy, Clone, PartialEq, Eq, Hash, Debug` itself:
 ///
-/// ```ignore
+/// ```
 /// use llmrl::JobType;
 ///
 /// #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, JobType)]

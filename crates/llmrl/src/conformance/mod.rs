@@ -4,8 +4,11 @@
 //! backend under test, the clock its instances use, and ways to move time and let changes
 //! propagate. [`conformance_suite!`](crate::conformance_suite) turns them all into tests:
 //!
-//! ```ignore
+//! ```no_run
+//! use llmrl::conformance::InProcess;
+//!
 //! llmrl::conformance_suite!(#[tokio::test(start_paused = true)] harness = InProcess::default());
+//! # fn main() {}
 //! ```
 //!
 //! Scenarios assert with `assert!`: this module is test support.
