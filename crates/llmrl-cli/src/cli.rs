@@ -124,7 +124,7 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     pub(crate) listen: SocketAddr,
-    /// Join a fleet on this Redis (overrides the configuration's [backend]).
+    /// Join a fleet on this Redis (overrides the configuration's backend section).
     #[arg(long, value_name = "URL")]
     pub(crate) redis: Option<String>,
     /// Key prefix on Redis (default: the configuration's, else "llmrl").
