@@ -119,71 +119,43 @@ async fn settle_spawned() {
     tokio::spawn(async {}).await.expect("probe task");
 }
 
-/// One model with huge limits; `A` holds almost all of it, `B` one concurrency unit.
-fn open_limiter() -> Limiter<Model, Task> {
+/// One model with huge token and request limits and `conc` concurrent requests; `A` and `B`
+/// have the fixed ratios `ratio_a` and `ratio_b`.
+fn limiter(conc: u64, ratio_a: f64, ratio_b: f64) -> Limiter<Model, Task> {
+    let job_type = |ratio| {
+        JobTypeConfig::new()
+            .estimated_tokens(TOKENS)
+            .fixed_ratio(ratio)
+            .max_wait(Model::Only, LONG_WAIT)
+    };
     Limiter::<Model, Task>::builder(|m| match m {
         Model::Only => ModelConfig::new(Pricing::new(1.0, 0.5, 2.0))
             .tokens_per_minute(HUGE_TPM)
             .requests_per_minute(HUGE_RPM)
-            .max_concurrent_requests(HUGE_CONC),
+            .max_concurrent_requests(conc),
     })
     .job_types(|t| match t {
-        Task::A => JobTypeConfig::new()
-            .estimated_tokens(TOKENS)
-            .fixed_ratio(0.5)
-            .max_wait(Model::Only, LONG_WAIT),
-        Task::B => JobTypeConfig::new()
-            .estimated_tokens(TOKENS)
-            .fixed_ratio(0.5)
-            .max_wait(Model::Only, LONG_WAIT),
+        Task::A => job_type(ratio_a),
+        Task::B => job_type(ratio_b),
     })
     .build()
     .expect("limiter")
+}
+
+/// Huge limits, split evenly between `A` and `B`.
+fn open_limiter() -> Limiter<Model, Task> {
+    limiter(HUGE_CONC, 0.5, 0.5)
 }
 
 /// Like [`open_limiter`] but `B` may hold exactly one job in flight (CONC 10^6, ratio 10^-6),
 /// so B jobs queue up behind one that never ends while `A` keeps 999 999 concurrency units.
 fn split_limiter() -> Limiter<Model, Task> {
-    Limiter::<Model, Task>::builder(|m| match m {
-        Model::Only => ModelConfig::new(Pricing::new(1.0, 0.5, 2.0))
-            .tokens_per_minute(HUGE_TPM)
-            .requests_per_minute(HUGE_RPM)
-            .max_concurrent_requests(1_000_000),
-    })
-    .job_types(|t| match t {
-        Task::A => JobTypeConfig::new()
-            .estimated_tokens(TOKENS)
-            .fixed_ratio(0.999_999)
-            .max_wait(Model::Only, LONG_WAIT),
-        Task::B => JobTypeConfig::new()
-            .estimated_tokens(TOKENS)
-            .fixed_ratio(0.000_001)
-            .max_wait(Model::Only, LONG_WAIT),
-    })
-    .build()
-    .expect("limiter")
+    limiter(1_000_000, 0.999_999, 0.000_001)
 }
 
-/// One concurrency unit: every job but the running one waits, FIFO.
+/// One concurrency unit per type: every job but the running one waits, FIFO.
 fn single_unit_limiter() -> Limiter<Model, Task> {
-    Limiter::<Model, Task>::builder(|m| match m {
-        Model::Only => ModelConfig::new(Pricing::new(1.0, 0.5, 2.0))
-            .tokens_per_minute(HUGE_TPM)
-            .requests_per_minute(HUGE_RPM)
-            .max_concurrent_requests(2),
-    })
-    .job_types(|t| match t {
-        Task::A => JobTypeConfig::new()
-            .estimated_tokens(TOKENS)
-            .fixed_ratio(0.5)
-            .max_wait(Model::Only, LONG_WAIT),
-        Task::B => JobTypeConfig::new()
-            .estimated_tokens(TOKENS)
-            .fixed_ratio(0.5)
-            .max_wait(Model::Only, LONG_WAIT),
-    })
-    .build()
-    .expect("limiter")
+    limiter(2, 0.5, 0.5)
 }
 
 fn hot_path(c: &mut Criterion) {
