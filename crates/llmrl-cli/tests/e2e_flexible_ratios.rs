@@ -18,24 +18,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fleet::Fleet;
+use support::flexible::{ADJUSTMENTS, TYPES, ratios, same, saturate};
 use support::{Server, job_type_entry, limit_figure, preset, ratio_of, slots_of};
-
-/// Long enough for many ratio adjustments (one every 1/6 s of wall time at 30×).
-const ADJUSTMENTS: Duration = Duration::from_secs(2);
-const TYPES: [&str; 3] = ["busy", "quiet", "calm"];
-
-/// The three ratios of a snapshot, in `TYPES` order.
-fn ratios(availability: &Value) -> [f64; 3] {
-    TYPES.map(|t| ratio_of(availability, t))
-}
-
-fn same(a: [f64; 3], b: [f64; 3]) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
-}
 
 /// What any snapshot must satisfy: ratios summing to 1, none below min_ratio, and each type's
 /// slots `floor(ratio × share) − in flight` (the parts sum to what is available, so nothing is
@@ -65,44 +53,6 @@ fn assert_consistent(availability: &Value) {
             "{job_type}'s slots do not follow its ratio: {availability}"
         );
     }
-}
-
-/// Floods `job_type` on `server` until refused, waits for an adjustment, floods again, until the
-/// ratios stop moving. Every state seen must be in `states` (the expected sequence); the last
-/// one is the end state. Returns the leases held.
-async fn saturate(server: &Server, job_type: &str, states: &[[f64; 3]]) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut seen = ratios(&server.availability().await);
-    assert!(same(seen, states[0]), "start state {seen:?}");
-    loop {
-        server.acquire_until_refused(job_type, &mut ids).await;
-        let deadline = Instant::now() + ADJUSTMENTS;
-        let mut moved = false;
-        while Instant::now() < deadline {
-            let availability = server.availability().await;
-            assert_consistent(&availability);
-            let now = ratios(&availability);
-            assert!(
-                states.iter().any(|s| same(*s, now)),
-                "unexpected ratios {now:?} saturating {job_type}: {availability}"
-            );
-            if !same(now, seen) {
-                seen = now;
-                moved = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !moved {
-            break;
-        }
-    }
-    assert!(
-        same(seen, states[states.len() - 1]),
-        "{job_type} saturated: ended at {seen:?}, not {:?}",
-        states[states.len() - 1]
-    );
-    ids
 }
 
 async fn release_all(server: &Server, ids: &[String]) {
@@ -136,6 +86,7 @@ async fn ratios_move_toward_the_loaded_type_and_back() {
         server,
         "busy",
         &[[0.4, 0.3, 0.3], [0.8, 0.1, 0.1], [0.98, 0.01, 0.01]],
+        async |availability, _| assert_consistent(availability),
     )
     .await;
     assert_eq!(busy.len(), 98);
@@ -165,6 +116,7 @@ async fn ratios_move_toward_the_loaded_type_and_back() {
             [0.18, 0.81, 0.01],
             [0.01, 0.98, 0.01],
         ],
+        async |availability, _| assert_consistent(availability),
     )
     .await;
     assert_eq!(quiet.len(), 98);

@@ -13,23 +13,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fleet::Fleet;
-use support::{Server, preset, ratio_of, slots_of};
-
-/// Long enough for many ratio adjustments (one every 1/6 s of wall time at 30×).
-const ADJUSTMENTS: Duration = Duration::from_secs(2);
-const TYPES: [&str; 3] = ["busy", "quiet", "calm"];
-
-fn ratios(availability: &Value) -> [f64; 3] {
-    TYPES.map(|t| ratio_of(availability, t))
-}
-
-fn same(a: [f64; 3], b: [f64; 3]) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
-}
+use support::flexible::{ADJUSTMENTS, TYPES, ratios, same, saturate};
+use support::{Server, preset, slots_of};
 
 /// Asserts that `bystander` still has exactly `ratios` and `slots` (by `TYPES`).
 #[track_caller]
@@ -45,53 +34,17 @@ fn assert_untouched(availability: &Value, ratios_now: [f64; 3], slots: [u64; 3],
     );
 }
 
-/// Floods `job_type` on `loaded` until refused, waits for an adjustment, floods again, until
-/// its ratios stop moving; every state seen on `loaded` must be in `states`, and every look at
-/// `bystander` must show it untouched. Returns the leases held.
-async fn saturate(
-    loaded: &Server,
-    job_type: &str,
-    states: &[[f64; 3]],
-    bystander: (&Server, [f64; 3], [u64; 3]),
-) -> Vec<String> {
-    let (other, other_ratios, other_slots) = bystander;
-    let mut ids = Vec::new();
-    let mut seen = ratios(&loaded.availability().await);
-    assert!(same(seen, states[0]), "start state {seen:?}");
-    loop {
-        loaded.acquire_until_refused(job_type, &mut ids).await;
-        let deadline = Instant::now() + ADJUSTMENTS;
-        let mut moved = false;
-        while Instant::now() < deadline {
-            let availability = loaded.availability().await;
-            let now = ratios(&availability);
-            assert!(
-                states.iter().any(|s| same(*s, now)),
-                "unexpected ratios {now:?} saturating {job_type}: {availability}"
-            );
-            let when = format!("while {job_type} is saturated elsewhere ({now:?})");
-            assert_untouched(
-                &other.availability().await,
-                other_ratios,
-                other_slots,
-                &when,
-            );
-            if !same(now, seen) {
-                seen = now;
-                moved = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !moved {
-            break;
-        }
+/// A check for [`saturate`]: at every look at the loaded instance, `other` is untouched.
+fn bystander<'a>(
+    other: &'a Server,
+    ratios: [f64; 3],
+    slots: [u64; 3],
+    job_type: &'a str,
+) -> impl AsyncFnMut(&Value, [f64; 3]) + 'a {
+    async move |_, now| {
+        let when = format!("while {job_type} is saturated elsewhere ({now:?})");
+        assert_untouched(&other.availability().await, ratios, slots, &when);
     }
-    assert!(
-        same(seen, states[states.len() - 1]),
-        "{job_type} saturated: ended at {seen:?}"
-    );
-    ids
 }
 
 #[tokio::test]
@@ -111,7 +64,7 @@ async fn only_the_loaded_instance_adjusts_its_ratios() {
         first,
         "busy",
         &[initial, [0.8, 0.1, 0.1], [0.98, 0.01, 0.01]],
-        (second, initial, [20, 15, 15]),
+        bystander(second, initial, [20, 15, 15], "busy"),
     )
     .await;
     assert_eq!(busy.len(), 49);
@@ -131,7 +84,7 @@ async fn only_the_loaded_instance_adjusts_its_ratios() {
         second,
         "quiet",
         &[initial, [0.2, 0.7, 0.1], [0.01, 0.98, 0.01]],
-        (first, first_state, first_slots),
+        bystander(first, first_state, first_slots, "quiet"),
     )
     .await;
     assert_eq!(quiet.len(), 49);

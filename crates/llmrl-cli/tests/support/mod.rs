@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 pub mod fleet;
+pub mod flexible;
 
 /// How long the binary may take to print its "listening on" line.
 const STARTUP: Duration = Duration::from_secs(20);
