@@ -127,6 +127,12 @@ impl RedisServer {
         &self.url
     }
 
+    /// The loopback port of a server started here (0 for one given by `LLMRL_REDIS_URL`).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let _ = Command::new("kill")

@@ -89,7 +89,7 @@ async fn a_password_protected_redis_needs_the_password_and_errors_never_show_it(
         &format!("redis://:{PASSWORD}@127.0.0.1:{{port}}"),
     )
     .expect("redis-server must be installed");
-    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let port = server.port();
 
     runs_a_job(
         connect(&format!("redis://:{PASSWORD}@127.0.0.1:{port}"))
@@ -196,13 +196,7 @@ async fn rediss_reaches_a_tls_only_server_with_and_without_a_password() {
             return;
         }
     };
-    let port = server
-        .url()
-        .trim_end_matches("/#insecure")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = server.port();
     runs_a_job(
         connect(&format!("rediss://127.0.0.1:{port}/#insecure"))
             .await
@@ -225,13 +219,7 @@ async fn rediss_reaches_a_tls_only_server_with_and_without_a_password() {
         &format!("rediss://:{PASSWORD}@127.0.0.1:{{port}}/#insecure"),
     )
     .unwrap();
-    let port = server
-        .url()
-        .trim_end_matches("/#insecure")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = server.port();
     runs_a_job(
         connect(&format!("rediss://:{PASSWORD}@127.0.0.1:{port}/#insecure"))
             .await
